@@ -1,0 +1,238 @@
+"""Training as a generator: one yielded :class:`TrainProgress` per step.
+
+A caller (CLI progress bar, napari thread worker, benchmark) drives the loop
+and may stop it between any two steps, by a ``stop`` callable or by closing
+the generator; either way the model ends with the best weights seen
+(lowest validation loss, or lowest smoothed training loss when nothing
+could be held out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import UserInputError
+from .samples import IGNORE, PatchSampler, class_weights, prepare, validation_patches
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run.
+
+    Attributes
+    ----------
+    steps : int or None
+        Step budget. With ``max_time`` too, whichever ends first.
+    max_time : float or None
+        Wall-time budget in seconds.
+    patch_size, batch_size : int
+        Training patch side and patches per step.
+    learning_rate, weight_decay : float
+        AdamW settings; the rate warms up over 10 steps and decays by cosine
+        to a tenth over the budget.
+    val_fraction : float
+        Share of the labelled area held out for validation (0 disables).
+    val_every : int
+        Validate every this many steps (and at the end).
+    augment : bool
+        Random flips, rotations, intensity changes and noise.
+    seed : int or None
+        Makes CPU runs repeatable.
+    mixed_precision : bool
+        Autocast on CUDA (bfloat16 where supported, else float16 with a
+        gradient scaler). Ignored on other devices.
+    """
+
+    steps: int | None = 200
+    max_time: float | None = None
+    patch_size: int = 128
+    batch_size: int = 8
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.15
+    val_every: int = 10
+    augment: bool = True
+    seed: int | None = None
+    mixed_precision: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.max_time is None:
+            raise UserInputError("give a training budget: a number of steps or a time limit")
+        if self.steps is not None and self.steps < 1:
+            raise UserInputError("the number of training steps must be at least 1")
+        if self.max_time is not None and self.max_time <= 0:
+            raise UserInputError("the training time limit must be positive")
+        if self.patch_size < 16 or self.batch_size < 1:
+            raise UserInputError("patch size must be at least 16 and batch size at least 1")
+
+    def to_dict(self) -> dict:
+        """Plain-type dict (stored in the model's history)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """What one training step reports.
+
+    ``val_loss``/``val_iou`` are the latest validation figures (None before
+    the first validation or when nothing is held out); ``time_left`` is an
+    estimate in seconds; ``done`` is True on the last report of a run.
+    """
+
+    step: int
+    total_steps: int | None
+    loss: float
+    val_loss: float | None
+    val_iou: float | None
+    best_step: int
+    elapsed: float
+    time_left: float | None
+    fraction: float
+    done: bool = False
+    stopped: bool = False
+
+
+def _lr_factor(step: int, fraction: float) -> float:
+    warmup = min(1.0, (step + 1) / 10)
+    return warmup * (0.1 + 0.45 * (1 + math.cos(math.pi * min(fraction, 1.0))))
+
+
+def _mean_iou(logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> float:
+    pred = logits.argmax(1)
+    valid = target != IGNORE
+    ious = []
+    for c in range(n_classes):
+        p, t = (pred == c) & valid, (target == c) & valid
+        union = (p | t).sum().item()
+        if t.any():
+            ious.append((p & t).sum().item() / union)
+    return float(np.mean(ious)) if ious else float("nan")
+
+
+def train_model(
+    model: torch.nn.Module,
+    images: list[np.ndarray],
+    targets: list[np.ndarray],
+    config: TrainConfig,
+    device: torch.device,
+    stop: Callable[[], bool] | None = None,
+) -> Iterator[TrainProgress]:
+    """Train ``model`` in place on normalised images and targets, yielding progress.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Network returning logits ``(N, n_classes, Y, X)``; already on ``device``.
+    images : list of numpy.ndarray
+        Normalised float32 images ``(C, Y, X)``.
+    targets : list of numpy.ndarray
+        Class targets ``(Y, X)``, -1 where unlabeled.
+    config : TrainConfig
+        Budget and hyper-parameters.
+    device : torch.device
+        Where to train.
+    stop : callable, optional
+        Polled before every step; training ends when it returns True.
+
+    Yields
+    ------
+    TrainProgress
+        One per step; the last has ``done=True``.
+    """
+    rng = np.random.default_rng(config.seed)
+    if config.seed is not None:
+        torch.manual_seed(config.seed)
+    n_classes = model.config.n_classes
+    data = prepare(images, targets, config.patch_size, config.val_fraction, rng)
+    sampler = PatchSampler(data, config.patch_size, config.batch_size, config.augment, rng)
+    weight = torch.as_tensor(class_weights(data, n_classes), device=device)
+    val = validation_patches(data, config.patch_size)
+    val_x = val_y = None
+    if val is not None:
+        val_x, val_y = (torch.as_tensor(a, device=device) for a in val)
+
+    use_amp = config.mixed_precision and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # ignore_index drops unlabeled pixels; a batch with none left gives 0, not NaN.
+        if not (y != IGNORE).any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits.float(), y, weight=weight, ignore_index=IGNORE)
+
+    def validate() -> tuple[float, float]:
+        model.eval()
+        with torch.inference_mode(), autocast():
+            logits = torch.cat([model(val_x[i : i + 4]) for i in range(0, len(val_x), 4)])
+            loss = loss_fn(logits, val_y).item()
+        model.train()
+        return loss, _mean_iou(logits.float(), val_y, n_classes)
+
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_score, best_step = math.inf, 0
+    ema = None
+    val_loss = val_iou = None
+    start = time.perf_counter()
+    step = 0
+    stopped = False
+    model.train()
+    try:
+        while True:
+            elapsed = time.perf_counter() - start
+            fraction = max(step / config.steps if config.steps else 0.0, elapsed / config.max_time if config.max_time else 0.0)
+            if fraction >= 1.0:
+                break
+            if stop is not None and stop():
+                stopped = True
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * _lr_factor(step, fraction)
+            x, y = sampler.batch()
+            x, y = torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True)
+            with autocast():
+                loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_value = float(loss.item())
+            if not math.isfinite(loss_value):
+                raise RuntimeError("training diverged (loss is not finite); try a lower learning rate")
+            step += 1
+            ema = loss_value if ema is None else 0.9 * ema + 0.1 * loss_value
+            if val_x is not None and (step % config.val_every == 0):
+                val_loss, val_iou = validate()
+            score = val_loss if val_x is not None and val_loss is not None else ema
+            # Validation figures only change every val_every steps; compare them then.
+            if (val_x is None or step % config.val_every == 0) and score < best_score:
+                best_score, best_step = score, step
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elapsed = time.perf_counter() - start
+            fraction = max(step / config.steps if config.steps else 0.0, elapsed / config.max_time if config.max_time else 0.0)
+            time_left = elapsed / fraction * (1 - fraction) if fraction > 0 else None
+            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0))
+        if val_x is not None and step % config.val_every != 0 and step > 0:
+            val_loss, val_iou = validate()
+            if val_loss < best_score:
+                best_score, best_step = val_loss, step
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elapsed = time.perf_counter() - start
+        last_loss = ema if ema is not None else float("nan")
+        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped)
+    finally:
+        # Runs on normal end, on stop, and when the caller closes the
+        # generator: the model always ends with the best weights seen.
+        if best_step > 0:
+            model.load_state_dict(best_state)
+        model.eval()
