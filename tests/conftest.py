@@ -22,7 +22,7 @@ def blobs_image(shape=(96, 96), seed=0):
     (uint8: 1 background ring, 2 object cores, 0 elsewhere).
     """
     from skimage.draw import disk
-    from skimage.morphology import binary_dilation, binary_erosion, disk as fp
+    from skimage.morphology import dilation, erosion, disk as fp
 
     rng = np.random.default_rng(seed)
     truth = np.zeros(shape, np.int32)
@@ -37,8 +37,8 @@ def blobs_image(shape=(96, 96), seed=0):
         truth[rr, cc] = n
     image = (truth > 0) * 1.0 + rng.normal(0, 0.25, shape)
     annotations = np.zeros(shape, np.uint8)
-    annotations[binary_erosion(truth > 0, fp(3))] = 2
-    ring = binary_dilation(truth > 0, fp(5)) & ~binary_dilation(truth > 0, fp(2))
+    annotations[erosion(truth > 0, fp(3))] = 2
+    ring = dilation(truth > 0, fp(5)) & ~dilation(truth > 0, fp(2))
     annotations[ring] = 1
     return image.astype(np.float32), truth, annotations
 

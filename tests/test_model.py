@@ -14,7 +14,7 @@ def test_output_has_input_shape_for_any_size(shape, depth):
 
 
 def test_eval_mode_matches_train_mode_after_small_batch_training():
-    """GroupNorm: no running statistics, so eval-mode output equals train-mode output.
+    """No running statistics, so eval-mode output equals train-mode output.
 
     With BatchNorm, a few dozen steps on tiny batches leave running
     statistics that make eval-mode predictions differ wildly.
@@ -48,3 +48,15 @@ def test_default_config_is_small_on_cpu():
 def test_config_round_trip():
     cfg = UNetConfig(3, 4, 2, 8)
     assert UNetConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_prediction_of_a_region_does_not_depend_on_far_away_pixels():
+    """Normalisation is per pixel: content outside the receptive field changes nothing (tiling needs this)."""
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(1, 2, depth=2, width=8)).eval()
+    x = torch.randn(1, 1, 64, 64)
+    y = x.clone()
+    y[..., 48:, :] = 50.0
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    assert torch.allclose(a[..., :16, :], b[..., :16, :], atol=1e-5)

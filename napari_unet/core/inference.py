@@ -48,6 +48,20 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
     return w
 
 
+def _read_padded(image, y: int, rows: int, hp: int, wp: int, low: float, high: float) -> np.ndarray:
+    """Rows ``y:y+rows`` of the normalised image, reflect-padded to ``hp`` x ``wp``."""
+    c, h, w = image.shape
+    band = apply_range(np.asarray(image[:, y : min(y + rows, h), :]), low, high)
+    pad_y, pad_x = y + rows - min(y + rows, h), wp - w
+    if pad_y or pad_x:
+        # The band is only part of the image: padding rows past the image's
+        # end must mirror the image's last rows, which lie in this band
+        # because the band always reaches the image's end when it pads.
+        mode = "reflect" if pad_y < band.shape[1] and pad_x < w else "edge"
+        band = np.pad(band, ((0, 0), (0, pad_y), (0, pad_x)), mode=mode)
+    return band
+
+
 def iter_predict_tiled(
     model: torch.nn.Module,
     image,
@@ -88,23 +102,29 @@ def iter_predict_tiled(
     TileProgress
     """
     c, h, w = image.shape
-    th, tw = min(tile, h), min(tile, w)
-    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
-    wy, wx = blend_window(th, overlap if h > th else 0), blend_window(tw, overlap if w > tw else 0)
+    # Work on the image reflect-padded to the network's size multiple, so no
+    # tile is padded inside the network: a tile at the image edge then sees
+    # exactly what a whole-image pass sees, and tiled equals untiled there.
+    m = model.config.size_multiple
+    hp, wp = -(-h // m) * m, -(-w // m) * m
+    tile = max(m, tile // m * m)
+    th, tw = min(tile, hp), min(tile, wp)
+    ys, xs = tile_starts(hp, th, overlap), tile_starts(wp, tw, overlap)
+    wy, wx = blend_window(th, overlap if hp > th else 0), blend_window(tw, overlap if wp > tw else 0)
     weight2d = wy[:, None] * wx[None, :]
     n_classes = out.shape[0]
     total, done = len(ys) * len(xs), 0
     use_amp = mixed_precision and device.type == "cuda"
     model.eval()
-    acc = np.zeros((n_classes, th, w), dtype=np.float32)
-    wsum = np.zeros((th, w), dtype=np.float32)
+    acc = np.zeros((n_classes, th, wp), dtype=np.float32)
+    wsum = np.zeros((th, wp), dtype=np.float32)
     # acc/wsum hold image rows [band_top, band_top + th). Each tile row
     # starts at band_top: rows above the next tile row's start are final
     # once this tile row is done, so they are written out and the rest of
     # the band shifts up.
     band_top = 0
     for row, y in enumerate(ys):
-        band = apply_range(np.asarray(image[:, y : y + th, :]), low, high)
+        band = _read_padded(image, y, th, hp, wp, low, high)
         for b in range(0, len(xs), batch_size):
             chunk = xs[b : b + batch_size]
             batch = torch.from_numpy(np.stack([band[:, :, x : x + tw] for x in chunk])).to(device)
@@ -115,9 +135,11 @@ def iter_predict_tiled(
                 wsum[:, x : x + tw] += weight2d
             done += len(chunk)
             yield TileProgress(done, total)
-        next_y = ys[row + 1] if row + 1 < len(ys) else h
+        next_y = ys[row + 1] if row + 1 < len(ys) else hp
         final = next_y - band_top
-        out[:, band_top:next_y, :] = acc[:, :final] / wsum[None, :final]
+        if band_top < h:
+            rows = min(next_y, h) - band_top
+            out[:, band_top : band_top + rows, :] = acc[:, :rows, :w] / wsum[None, :rows, :w]
         keep = th - final
         acc[:, :keep] = acc[:, final : final + keep]
         acc[:, keep:] = 0

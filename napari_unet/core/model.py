@@ -1,9 +1,14 @@
 """A compact 2D U-Net that takes any input size.
 
-GroupNorm rather than BatchNorm: interactive training uses batches of a few
-patches, and BatchNorm's running statistics after a few dozen such steps can
-make eval-mode predictions all wrong. GroupNorm behaves the same in train
-and eval mode.
+Normalisation is per pixel, across channels (a "channels-only" LayerNorm,
+as in ConvNeXt), chosen for two properties interactive use needs:
+
+- no running statistics: BatchNorm's, after a few dozen steps on batches of
+  a few patches, can make eval-mode predictions all wrong; this layer does
+  the same thing in train and eval mode;
+- no statistics over space: GroupNorm/InstanceNorm normalise over the whole
+  input, so a tile would be normalised differently from the full image and
+  tiled prediction could not match untiled prediction.
 """
 
 from __future__ import annotations
@@ -62,18 +67,30 @@ def default_config(device: torch.device, in_channels: int = 1, n_classes: int = 
     return UNetConfig(in_channels, n_classes, depth=4, width=32)
 
 
-def _groups(channels: int) -> int:
-    return 8 if channels % 8 == 0 else 1
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channel axis of ``(N, C, H, W)``, independently at each pixel."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) * torch.rsqrt(var + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 class _DoubleConv(nn.Sequential):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(
             nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-            nn.GroupNorm(_groups(cout), cout),
+            ChannelNorm(cout),
             nn.ReLU(inplace=True),
             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-            nn.GroupNorm(_groups(cout), cout),
+            ChannelNorm(cout),
             nn.ReLU(inplace=True),
         )
 

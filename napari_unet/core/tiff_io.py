@@ -37,10 +37,14 @@ def read_tiff(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise UserInputError(f"file not found: {str(path)!r}")
     try:
-        return tifffile.imread(path)
+        data = tifffile.imread(path)
     except Exception as exc:  # tifffile raises several types for corrupt files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserInputError(f"cannot read {str(path)!r} as a TIFF image ({reason})") from exc
+    if data.size == 0:
+        # tifffile returns an empty array for some corrupt headers.
+        raise UserInputError(f"cannot read {str(path)!r} as a TIFF image (no image data found)")
+    return data
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -105,6 +105,16 @@ def _lr_factor(step: int, fraction: float) -> float:
     return warmup * (0.1 + 0.45 * (1 + math.cos(math.pi * min(fraction, 1.0))))
 
 
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Class-weighted cross-entropy over labelled pixels only (target -1 is ignored).
+
+    A batch without any labelled pixel gives 0 (with a gradient), not NaN.
+    """
+    if not (target != IGNORE).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE)
+
+
 def _mean_iou(logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> float:
     pred = logits.argmax(1)
     valid = target != IGNORE
@@ -166,10 +176,7 @@ def train_model(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
 
     def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # ignore_index drops unlabeled pixels; a batch with none left gives 0, not NaN.
-        if not (y != IGNORE).any():
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits.float(), y, weight=weight, ignore_index=IGNORE)
+        return masked_cross_entropy(logits, y, weight)
 
     def validate() -> tuple[float, float]:
         model.eval()

@@ -1,0 +1,119 @@
+"""The "Advanced" settings of the dock widget: device, architecture, training budget.
+
+Turns its spin boxes into engine objects (:class:`TrainConfig`, a device
+name, an optional depth/width) so the widget never parses numbers itself.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QSpinBox, QWidget
+
+from napari_unet.core.device import DEVICE_CHOICES
+from napari_unet.core.training import TrainConfig
+
+AUTO = "auto"
+
+
+class AdvancedSettings(QWidget):
+    """Device, U-Net size, patch/batch size, learning rate, budget and live preview.
+
+    Signals
+    -------
+    device_changed(str)
+        The device choice changed (applied at the next training/prediction).
+    """
+
+    device_changed = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        form = QFormLayout(self)
+        form.setContentsMargins(4, 4, 4, 4)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+
+        self.device = QComboBox()
+        self.device.addItems(DEVICE_CHOICES)
+        self.device.setToolTip("Where to train and predict; applied when the next training or prediction starts.")
+        self.device.currentTextChanged.connect(self.device_changed)
+        form.addRow("Device", self.device)
+
+        # The minimum value of each spin box stands for "auto" (engine default for the device).
+        self.depth = QSpinBox()
+        self.depth.setRange(1, 6)
+        self.depth.setSpecialValueText(AUTO)
+        self.depth.setToolTip("U-Net levels (auto: 3 on CPU, 4 on GPU). Applies to a fresh model: press Reset model.")
+        self.width = QSpinBox()
+        self.width.setRange(0, 128)
+        self.width.setSingleStep(8)
+        self.width.setSpecialValueText(AUTO)
+        self.width.setToolTip("Feature channels of the first level (auto: 16 on CPU, 32 on GPU). Applies to a fresh model.")
+        arch = QHBoxLayout()
+        arch.addWidget(self.depth)
+        arch.addWidget(self.width)
+        form.addRow("Depth / width", arch)
+
+        self.patch_size = QSpinBox()
+        self.patch_size.setRange(16, 1024)
+        self.patch_size.setSingleStep(16)
+        self.patch_size.setValue(TrainConfig.patch_size)
+        self.patch_size.setToolTip("Side of the square training patches, in pixels.")
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(1, 128)
+        self.batch_size.setValue(TrainConfig.batch_size)
+        self.batch_size.setToolTip("Patches per training step.")
+        patches = QHBoxLayout()
+        patches.addWidget(self.patch_size)
+        patches.addWidget(self.batch_size)
+        form.addRow("Patch / batch", patches)
+
+        self.learning_rate = QDoubleSpinBox()
+        self.learning_rate.setDecimals(5)
+        self.learning_rate.setRange(1e-5, 1.0)
+        self.learning_rate.setSingleStep(5e-4)
+        self.learning_rate.setValue(TrainConfig.learning_rate)
+        form.addRow("Learning rate", self.learning_rate)
+
+        self.budget = QSpinBox()
+        self.budget.setRange(1, 1_000_000)
+        self.budget.setValue(TrainConfig.steps)
+        self.budget_unit = QComboBox()
+        self.budget_unit.addItems(["steps", "seconds"])
+        self.budget_unit.setToolTip("Train for a number of steps or for a time.")
+        budget = QHBoxLayout()
+        budget.addWidget(self.budget)
+        budget.addWidget(self.budget_unit)
+        form.addRow("Budget", budget)
+
+        self.live_preview = QCheckBox("Live preview while training")
+        self.live_preview.setToolTip("Every few seconds, predict the image with the current weights (slows CPU training a little).")
+        form.addRow(self.live_preview)
+
+    # -- values ----------------------------------------------------------------
+    def device_name(self) -> str:
+        """The chosen device: auto, cpu, cuda or mps."""
+        return self.device.currentText()
+
+    def architecture(self) -> tuple[int | None, int | None]:
+        """Depth and width for a fresh model; None means the device's default."""
+        depth = self.depth.value()
+        width = self.width.value()
+        return (None if depth == self.depth.minimum() else depth, None if width == self.width.minimum() else width)
+
+    def train_config(self, seed: int | None = None) -> TrainConfig:
+        """The training settings as a :class:`TrainConfig`.
+
+        Raises
+        ------
+        UserInputError
+            If the values do not make a valid configuration.
+        """
+        by_time = self.budget_unit.currentText() == "seconds"
+        return TrainConfig(
+            steps=None if by_time else self.budget.value(),
+            max_time=float(self.budget.value()) if by_time else None,
+            patch_size=self.patch_size.value(),
+            batch_size=self.batch_size.value(),
+            learning_rate=self.learning_rate.value(),
+            seed=seed,
+        )

@@ -1,0 +1,45 @@
+"""npe2 writer: a labels layer saved as a compact TIFF.
+
+The widget's "Export labels…" calls :func:`write_labels_layer` too, so
+File ▸ Save Selected Layers and the widget write identical files: the
+smallest unsigned integer type that holds the labels, zlib-compressed,
+written atomically (a crash never leaves half a file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_unet.core.tiff_io import write_labels
+
+from ._reader import is_tiff
+
+
+def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write one labels layer to ``path`` as TIFF.
+
+    Parameters
+    ----------
+    path : str
+        Destination; ``.tif`` is appended when it has no TIFF extension.
+    data : array-like
+        The layer's integer labels (non-negative).
+    meta : dict
+        Layer metadata from napari (unused: TIFF keeps just the pixels).
+
+    Returns
+    -------
+    list of str
+        The path written.
+
+    Raises
+    ------
+    UserInputError
+        For non-integer or negative labels.
+    """
+    target = Path(path) if is_tiff(path) else Path(f"{path}.tif")
+    written = write_labels(target, np.asarray(data))
+    return [str(written)]
