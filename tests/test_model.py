@@ -20,7 +20,7 @@ def test_eval_mode_matches_train_mode_after_small_batch_training():
     statistics that make eval-mode predictions differ wildly.
     """
     torch.manual_seed(0)
-    model = UNet(UNetConfig(1, 2, depth=3, width=8))
+    model = UNet(UNetConfig(1, 2, depth=3, width=8, filter_scales=0))
     opt = torch.optim.Adam(model.parameters(), 1e-2)
     x = torch.randn(2, 1, 32, 32) * 3 + 5
     y = (x[:, 0] > 5).long()
@@ -41,8 +41,23 @@ def test_eval_mode_matches_train_mode_after_small_batch_training():
 def test_default_config_is_small_on_cpu():
     cpu = default_config(torch.device("cpu"))
     gpu = default_config(torch.device("cuda"))
-    assert (cpu.depth, cpu.width) == (3, 16)
-    assert (gpu.depth, gpu.width) == (4, 32)
+    assert (cpu.depth, cpu.width, cpu.filter_scales) == (3, 16, 4)
+    assert (gpu.depth, gpu.width, gpu.filter_scales) == (4, 32, 4)
+
+
+def test_filter_bank_adds_fixed_channels_and_no_parameters():
+    from napari_unet.core.filters import FilterBank
+
+    bank = FilterBank(in_channels=2, scales=3)
+    assert bank.out_channels == 2 * (1 + 4 * 3)
+    assert sum(p.numel() for p in bank.parameters()) == 0
+    x = torch.zeros(1, 2, 40, 30)
+    x[..., 20, 15] = 1.0
+    out = bank(x)
+    assert out.shape == (1, 26, 40, 30) and torch.isfinite(out).all()
+    # a constant image has no edges or curvature at any scale
+    flat = bank(torch.ones(1, 2, 40, 30))
+    assert torch.allclose(flat[:, 2:], flat[:, 2:] * 0 + flat[:, 2:].mean(dim=(2, 3), keepdim=True), atol=1e-4)
 
 
 def test_config_round_trip():
@@ -53,7 +68,7 @@ def test_config_round_trip():
 def test_prediction_of_a_region_does_not_depend_on_far_away_pixels():
     """Normalisation is per pixel: content outside the receptive field changes nothing (tiling needs this)."""
     torch.manual_seed(0)
-    model = UNet(UNetConfig(1, 2, depth=2, width=8)).eval()
+    model = UNet(UNetConfig(1, 2, depth=2, width=8, filter_scales=0)).eval()
     x = torch.randn(1, 1, 64, 64)
     y = x.clone()
     y[..., 48:, :] = 50.0

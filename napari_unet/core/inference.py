@@ -70,7 +70,7 @@ def iter_predict_tiled(
     out,
     device: torch.device,
     tile: int = 512,
-    overlap: int = 48,
+    overlap: int = 64,
     batch_size: int = 1,
     mixed_precision: bool = True,
 ) -> Iterator[TileProgress]:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .filters import FilterBank
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -34,12 +36,17 @@ class UNetConfig:
         Number of resolution levels (``depth - 1`` poolings).
     width : int
         Feature channels at the first level; doubled at each level down.
+    filter_scales : int
+        Scales (sigma 1, 2, 4, ...) of the fixed filter bank in front of the
+        first convolution (:mod:`napari_unet.core.filters`); 0 feeds the raw
+        image to the first convolution.
     """
 
     in_channels: int = 1
     n_classes: int = 2
     depth: int = 3
     width: int = 16
+    filter_scales: int = 4
 
     def to_dict(self) -> dict:
         """Plain-type dict for checkpoints."""
@@ -61,10 +68,12 @@ def default_config(device: torch.device, in_channels: int = 1, n_classes: int = 
 
     On a CPU a 3-level, width-16 net does a training step on 8 patches of
     128² in well under a second; a GPU affords the classic 4 levels, width 32.
+    Both get the fixed filter bank (sigma 1-8), which is what makes a few
+    hundred steps enough (see :mod:`napari_unet.core.filters`).
     """
     if device.type == "cpu":
-        return UNetConfig(in_channels, n_classes, depth=3, width=16)
-    return UNetConfig(in_channels, n_classes, depth=4, width=32)
+        return UNetConfig(in_channels, n_classes, depth=3, width=16, filter_scales=4)
+    return UNetConfig(in_channels, n_classes, depth=4, width=32, filter_scales=4)
 
 
 class ChannelNorm(nn.Module):
@@ -110,7 +119,8 @@ class UNet(nn.Module):
         self.config = config
         widths = [config.width * 2**i for i in range(config.depth)]
         self.down = nn.ModuleList()
-        cin = config.in_channels
+        self.filters = FilterBank(config.in_channels, config.filter_scales) if config.filter_scales > 0 else None
+        cin = self.filters.out_channels if self.filters is not None else config.in_channels
         for w in widths:
             self.down.append(_DoubleConv(cin, w))
             cin = w
@@ -133,6 +143,8 @@ class UNet(nn.Module):
             # Reflect needs pad < size; replicate covers tiny inputs.
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        if self.filters is not None:
+            x = self.filters(x)
         skips = []
         for i, block in enumerate(self.down):
             if i:

@@ -174,7 +174,7 @@ class Segmenter:
         return last
 
     # -- prediction ----------------------------------------------------------
-    def iter_predict(self, image, out=None, tile: int | None = None, overlap: int = 48, batch_size: int | None = None) -> Iterator[TileProgress | np.ndarray]:
+    def iter_predict(self, image, out=None, tile: int | None = None, overlap: int = 64, batch_size: int | None = None) -> Iterator[TileProgress | np.ndarray]:
         """Predict class probabilities tile by tile, yielding progress, then the result.
 
         Parameters
