@@ -1,0 +1,285 @@
+"""Write ``docs/benchmarks.md`` and its plots from the measured result files.
+
+Reads every ``benchmarks/results/*.json`` (never the ``quick/`` ones unless
+pointed at them) and writes the tables, the machine each was measured on,
+the date, the command and whether each target was met. Every figure comes
+from a result file; nothing here is typed in.
+
+Also writes the summary table between ``<!-- benchmarks:start -->`` and
+``<!-- benchmarks:end -->`` in the README when both markers are there (and
+prints it otherwise).
+
+``python -m benchmarks.make_report [--results DIR] [--docs DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import DOCS_DIR, REPO_ROOT, RESULTS_DIR, describe_machine, format_table
+
+ORDER = ("accuracy", "speed", "memory", "responsiveness")
+RUN_COMMAND = "python -m benchmarks"
+README_START, README_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+RESULT_WORDS = {True: "met", False: "**MISSED**", None: "not measured"}
+
+
+def load_results(folder: Path) -> list[dict[str, Any]]:
+    """Result files of ``folder``, known benchmarks first."""
+    results = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"skipping {path}: {exc}", file=sys.stderr)
+            continue
+        data.setdefault("name", path.stem)
+        results.append(data)
+    rank = {n: i for i, n in enumerate(ORDER)}
+    return sorted(results, key=lambda d: (rank.get(d["name"], len(ORDER)), d["name"]))
+
+
+# -- plots -------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(data: dict, path: Path) -> Path | None:
+    """Instance F1 against training budget, one panel per annotation mode."""
+    runs = data.get("runs") or []
+    unet = [r for r in runs if r["method"] == "U-Net"]
+    if not unet:
+        return None
+    plt = _pyplot()
+    modes = sorted({r["mode"] for r in runs}, key=lambda m: (m != "full", m))
+    counts = sorted({r["n_slices"] for r in runs})
+    colours = dict(zip(counts, plt.cm.viridis([0.1, 0.5, 0.85, 0.3, 0.7][: len(counts)])))
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), sharey=True, squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        for n in counts:
+            pts = sorted((r["budget_s"], r["f1"]) for r in unet if r["mode"] == mode and r["n_slices"] == n)
+            if pts:
+                ax.plot(*zip(*pts), "o-", color=colours[n], label=f"U-Net, {n} slice{'s' if n > 1 else ''}")
+            for r in runs:
+                if r["method"] == "random forest" and r["mode"] == mode and r["n_slices"] == n:
+                    ax.plot([r["train_s"]], [r["f1"]], "*", ms=13, color=colours[n], mec="k", label=f"random forest, {n} slice{'s' if n > 1 else ''} (train+predict time)")
+        for b, style in zip(data.get("baselines") or [], ("--", ":")):
+            ax.axhline(b["f1"], color="grey", ls=style, label=b["method"])
+        painted = sorted({round(r["painted_pct"], 2) for r in runs if r["mode"] == mode})
+        span = f"{painted[0]:g}" if painted[0] == painted[-1] else f"{painted[0]:g}–{painted[-1]:g}"
+        ax.set_title(f"{ {'full': 'full masks', 'sparse': 'sparse strokes'}.get(mode, mode)} ({span} % painted)")
+        ax.set_xlabel("training time (s)")
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("instance F1 at IoU 0.5 (held-out slices)")
+    axes[0][0].set_ylim(0, 1)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("ISBI 2012 EM: instance F1 against training time")
+    fig.tight_layout(rect=(0, 0.12 + 0.03 * (len(labels) // 3), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_throughput(data: dict, path: Path) -> Path | None:
+    """Prediction throughput (MP/s) against image size."""
+    results = data.get("results") or {}
+    series = []
+    if results.get("cpu"):
+        series.append(("CPU", results["cpu"]["throughput"]))
+    for key, r in (results.get("gpu") or {}).items():
+        series.append((f"GPU ({'mixed precision' if key == 'amp' else 'float32'})", r["throughput"]))
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, pts in series:
+        ax.plot([p["megapixels"] for p in pts], [p["mp_per_s"] for p in pts], "o-", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("image size (megapixels)")
+    ax.set_ylabel("prediction throughput (MP/s)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_memory(data: dict, path: Path) -> Path | None:
+    """Peak RSS against image size for each mode, with the 8192² target."""
+    results = data.get("results") or []
+    if not results:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for mode in sorted({r["mode"] for r in results}):
+        pts = sorted((r["megapixels"], r["peak_mb"], r["peak_anon_mb"]) for r in results if r["mode"] == mode)
+        x, peak, anon = zip(*pts)
+        ax.plot(x, peak, "o-", label=f"{mode}: peak RSS")
+        ax.plot(x, anon, "s--", label=f"{mode}: peak anonymous", alpha=0.7)
+    ax.axhline(2048, color="red", lw=0.8, label="target at 8192² (2 GB)")
+    ax.set_xlabel("image size (megapixels)")
+    ax.set_ylabel("MB")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+PLOTTERS = {"accuracy": (plot_accuracy, "accuracy_f1_vs_time.png"), "speed": (plot_throughput, "speed_throughput.png"), "memory": (plot_memory, "memory_vs_size.png")}
+
+
+# -- markdown ----------------------------------------------------------------
+def _targets_table(rows: list[tuple[str, dict]]) -> str:
+    return format_table(
+        ["benchmark", "what", "target", "measured", "result"],
+        [[name, t["what"], t["target"], t["value"], RESULT_WORDS[t["met"]]] for name, t in rows],
+    )
+
+
+def accuracy_summary(data: dict) -> str | None:
+    """Per setting: U-Net F1 at the longest budget, random forest and threshold F1."""
+    runs = data.get("runs") or []
+    unet = [r for r in runs if r["method"] == "U-Net"]
+    if not unet:
+        return None
+    longest = max(r["budget_s"] for r in unet)
+    otsu = {b["method"]: b["f1"] for b in data.get("baselines") or []}
+    rows = []
+    for n in sorted({r["n_slices"] for r in runs}):
+        for mode in sorted({r["mode"] for r in runs}):
+            u = [r for r in unet if r["n_slices"] == n and r["mode"] == mode and r["budget_s"] == longest]
+            rf = [r for r in runs if r["method"] == "random forest" and r["n_slices"] == n and r["mode"] == mode]
+            if u:
+                rows.append([n, mode, u[0]["f1"], rf[0]["f1"] if rf else None] + [otsu.get(k) for k in otsu])
+    return format_table(["train slices", "annotation", f"U-Net F1 ({longest:.0f} s)", "random forest F1"] + [f"{k} F1" for k in otsu], rows)
+
+
+def section(data: dict, docs: Path) -> tuple[str, Path | None]:
+    """Markdown of one result file, and its plot (if any)."""
+    lines = [f"## {data.get('title', data['name'])}", ""]
+    if data.get("quick"):
+        lines += ["> **Quick run: tiny sizes, the numbers mean nothing.**", ""]
+    revision = f" at revision `{data['revision']}`" if data.get("revision") else ""
+    lines += [f"Measured {data.get('date', '?')}{revision} with `{data.get('command', '?')}`.", ""]
+    machine = data.get("machine")
+    if machine:
+        lines += [f"Machine: {describe_machine(machine)}.", ""]
+        start, end = machine.get("load_average"), machine.get("load_average_end")
+        cores = machine.get("usable_cores") or 1
+        if (start and start[0] > 0.5 * cores) or (end and end[0] > 0.5 * cores):
+            lines += [f"> **Warning:** the machine was busy (load average {start and start[0]} at start, {end and end[0]} at end, {cores} cores): timings are unreliable.", ""]
+    for note in data.get("notes") or []:
+        lines += [f"> {note}", ""]
+    plot = None
+    if data["name"] in PLOTTERS:
+        fn, filename = PLOTTERS[data["name"]]
+        plot = fn(data, docs / filename)
+        if plot:
+            lines += [f"![{data.get('title', data['name'])}]({filename})", ""]
+    for t in data.get("tables") or []:
+        lines += [f"### {t['title']}", "", format_table(t["columns"], t["rows"]), ""]
+    targets = data.get("targets") or []
+    if targets:
+        lines += ["### Targets", "", _targets_table([(data["name"], t) for t in targets]), ""]
+        for t in targets:
+            if t["met"] is False:
+                lines += [f"**Target missed:** {t['what']}: measured {t['value']}, target {t['target']}.", ""]
+    return "\n".join(lines), plot
+
+
+def summary(results: list[dict], link: bool = True) -> str:
+    """The README summary: every target, and the accuracy headline (``link``: point to the docs)."""
+    rows = [(d["name"], t) for d in results for t in d.get("targets") or []]
+    parts = []
+    if rows:
+        parts.append(_targets_table(rows))
+    acc = next((d for d in results if d["name"] == "accuracy"), None)
+    acc_table = acc and accuracy_summary(acc)
+    if acc_table:
+        parts.append("Instance F1 at IoU 0.5 on held-out ISBI 2012 EM slices:\n\n" + acc_table)
+    if not parts:
+        return "No benchmark results yet."
+    if link:
+        parts.append(f"Details, machines and plots: [docs/benchmarks.md](docs/benchmarks.md). Reproduce with `{RUN_COMMAND}`.")
+    return "\n\n".join(parts)
+
+
+def write_report(results_folder: Path, docs: Path, readme: Path | None) -> Path:
+    """Write ``docs/benchmarks.md`` (and plots, and the README summary); return its path."""
+    results = load_results(results_folder)
+    docs.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `python -m benchmarks.make_report` from the result files in `{_rel(results_folder)}`; "
+        f"every figure below was measured, on the machine stated with it. Reproduce all of them with `{RUN_COMMAND}` "
+        "(see `benchmarks/README.md`).",
+        "",
+    ]
+    if not results:
+        lines += ["No results yet: run the benchmarks first.", ""]
+    else:
+        lines += ["## Summary", "", summary(results, link=False), ""]
+    for data in results:
+        text, _ = section(data, docs)
+        lines += [text, ""]
+    out = docs / "benchmarks.md"
+    out.write_text("\n".join(lines).rstrip() + "\n")
+    if readme is not None:
+        update_readme(readme, summary(results))
+    return out
+
+
+def update_readme(readme: Path, text: str) -> bool:
+    """Replace the text between the README markers; print the summary when they are missing."""
+    content = readme.read_text() if readme.is_file() else ""
+    if README_START in content and README_END in content:
+        head, rest = content.split(README_START, 1)
+        _, tail = rest.split(README_END, 1)
+        readme.write_text(f"{head}{README_START}\n{text}\n{README_END}{tail}")
+        print(f"updated the summary in {readme}")
+        return True
+    print(f"{readme} has no {README_START} / {README_END} markers; summary for it:\n\n{text}\n")
+    return False
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of result JSON files")
+    parser.add_argument("--docs", type=Path, default=DOCS_DIR, help="where benchmarks.md and the plots go")
+    parser.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md", help="README whose marked summary to update")
+    parser.add_argument("--no-readme", action="store_true", help="leave the README alone")
+    args = parser.parse_args(argv)
+    out = write_report(args.results, args.docs, None if args.no_readme else args.readme)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The benchmark scripts keep working: a tiny (``--quick``) run of each.
+
+One ``python -m benchmarks --quick`` run (the documented command) produces
+every result file and the report in a temporary folder; the tests check
+their fields. The full runs are not tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks._common import em_data_dir, format_table  # noqa: E402
+from benchmarks.strokes import full_mask_annotations, painted_fraction, sparse_strokes  # noqa: E402
+
+EM_PRESENT = (em_data_dir() / "image.tif").is_file() and (em_data_dir() / "labels.tif").is_file()
+
+
+def _run(args: list[str], env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable] + args, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """Run ``python -m benchmarks --quick`` once (1 torch thread: fast even on a busy machine)."""
+    out = tmp_path_factory.mktemp("bench")
+    proc = _run(["-m", "benchmarks", "--quick", "--threads", "1", "--only", "accuracy,speed,memory", "--out", str(out)])
+    return out, proc
+
+
+def _load(quick_run, name: str) -> dict:
+    out, proc = quick_run
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    path = out / f"{name}.json"
+    assert path.is_file(), proc.stdout[-4000:]
+    data = json.loads(path.read_text())
+    assert data["quick"] is True
+    assert data["machine"]["torch_threads"] == 1
+    assert data["machine"]["cpu"] and data["machine"]["logical_cores"] >= 1
+    assert data["tables"] and all(t["rows"] for t in data["tables"])
+    return data
+
+
+@pytest.mark.slow  # the shared quick run takes 40-60 s
+def test_speed_quick(quick_run):
+    data = _load(quick_run, "speed")
+    cpu = data["results"]["cpu"]
+    med = cpu["training"]["median_s"]
+    assert all(v > 0 for v in med.values())
+    assert cpu["tiling"]["untiled_s"] > 0 and cpu["tiling"]["engine_s"] > 0
+    assert [p["size"] for p in cpu["throughput"]] == [128, 256]
+    assert all(p["mp_per_s"] > 0 for p in cpu["throughput"])
+    assert {t["what"] for t in data["targets"]} >= {"CPU training step, engine / bare PyTorch", "CPU tiled 256² prediction / untiled forward"}
+    assert all(t["value"] > 0 and isinstance(t["met"], bool) for t in data["targets"] if t["what"].startswith("CPU"))
+    if not torch.cuda.is_available():
+        assert "GPU: not measured (no CUDA device)" in data["notes"]
+
+
+@pytest.mark.slow  # the shared quick run takes 40-60 s
+def test_memory_quick(quick_run):
+    data = _load(quick_run, "memory")
+    results = data["results"]
+    assert {(r["size"], r["mode"]) for r in results} == {(256, "memory"), (256, "memmap"), (512, "memory"), (512, "memmap")}
+    for r in results:
+        assert r["finite"]
+        assert r["peak_mb"] > r["baseline_mb"] > 50  # python + torch are resident before predicting
+        assert r["delta_mb"] >= 0
+    assert set(data["growth_mb_per_mp"]) == {"memory", "memmap"}
+    # 8192² is not measured in a quick run: the target says so rather than guessing.
+    assert data["targets"][0]["met"] is None
+
+
+@pytest.mark.slow  # the shared quick run takes 40-60 s
+def test_accuracy_quick(quick_run):
+    if not EM_PRESENT:
+        pytest.skip(f"ISBI 2012 EM data absent from {em_data_dir()} (set NAPARI_UNET_EM_DATA)")
+    data = _load(quick_run, "accuracy")
+    runs = data["runs"]
+    assert {(r["method"], r["mode"]) for r in runs} == {(m, mode) for m in ("U-Net", "random forest") for mode in ("full", "sparse")}
+    for r in runs + data["baselines"]:
+        assert 0.0 <= r["f1"] <= 1.0 and 0.0 <= r["iou"] <= 1.0
+    unet = [r for r in runs if r["method"] == "U-Net"]
+    assert all(r["steps"] >= 1 and r["budget_s"] == 3.0 for r in unet)
+    full = next(r for r in runs if r["mode"] == "full")
+    sparse = next(r for r in runs if r["mode"] == "sparse")
+    assert full["painted_pct"] == 100.0 and 0 < sparse["painted_pct"] < 20
+    assert {b["method"] for b in data["baselines"]} == {"Otsu + watershed", "local threshold + watershed"}
+
+
+@pytest.mark.slow  # the shared quick run takes 40-60 s
+def test_report_from_quick_results(quick_run):
+    out, proc = quick_run
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    report = (out / "benchmarks.md").read_text()
+    assert "Quick run" in report and "## Speed" in report and "## Memory" in report
+    assert "Machine: CPU" in report and "Targets" in report
+    assert (out / "speed_throughput.png").is_file() and (out / "memory_vs_size.png").is_file()
+    if EM_PRESENT:
+        assert (out / "accuracy_f1_vs_time.png").is_file() and "ISBI 2012 EM" in report
+
+
+def test_accuracy_says_when_data_is_absent(tmp_path):
+    env = dict(os.environ, NAPARI_UNET_EM_DATA=str(tmp_path / "nowhere"))
+    proc = _run(["-m", "benchmarks.bench_accuracy", "--quick", "--out", str(tmp_path)], env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "SKIPPED: ISBI 2012 EM data not found" in proc.stdout and "NAPARI_UNET_EM_DATA" in proc.stdout
+    assert not (tmp_path / "accuracy.json").exists()
+
+
+def test_run_all_runs_as_a_file():
+    proc = _run(["benchmarks/run_all.py", "--help"], timeout=60)
+    assert proc.returncode == 0 and "--quick" in proc.stdout
+
+
+def test_run_all_skips_the_gui_benchmark_with_a_reason(tmp_path, monkeypatch):
+    import argparse
+
+    from benchmarks import run_all
+
+    args = argparse.Namespace(quick=True, threads=None)
+    monkeypatch.setattr(run_all, "REPO_ROOT", tmp_path)
+    assert "bench_responsiveness.py does not exist" in run_all.command_for("responsiveness", args, tmp_path)
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "bench_responsiveness.py").write_text("")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(run_all.shutil, "which", lambda name: None)
+    assert "xvfb" in run_all.command_for("responsiveness", args, tmp_path)
+    monkeypatch.setattr(run_all.shutil, "which", lambda name: "/usr/bin/xvfb-run")
+    cmd = run_all.command_for("responsiveness", args, tmp_path)
+    assert cmd[:2] == ["/usr/bin/xvfb-run", "-a"] and "--quick" in cmd
+
+
+def _ring_mask(shape=(160, 160)) -> np.ndarray:
+    """Square cells separated by 4 px 'membranes'."""
+    fg = np.ones(shape, bool)
+    fg[::40, :] = False
+    for k in range(1, 4):
+        fg[np.arange(shape[0]) % 40 == k, :] = False
+        fg[:, np.arange(shape[1]) % 40 == k] = False
+    fg[:, ::40] = False
+    return fg
+
+
+def test_sparse_strokes_are_on_the_right_side_and_repeatable():
+    fg = _ring_mask()
+    a = sparse_strokes(fg, seed=3)
+    assert np.array_equal(a, sparse_strokes(fg, seed=3))
+    assert np.any(a == 1) and np.any(a == 2)
+    assert not np.any((a == 2) & ~fg) and not np.any((a == 1) & fg)
+    assert 0 < painted_fraction(a) < 0.1
+    assert np.array_equal(np.unique(full_mask_annotations(fg)), [1, 2])
+
+
+def test_format_table_handles_missing_and_float_values():
+    text = format_table(["a", "b"], [[1.23456, None], [math.nan, "x"]])
+    assert "1.23" in text and "–" in text and text.count("\n") == 3
+
+
+def test_report_renders_any_result_file_and_flags_missed_targets(tmp_path):
+    from benchmarks.make_report import write_report
+
+    results = tmp_path / "results"
+    results.mkdir()
+    data = {
+        "name": "responsiveness",
+        "title": "Responsiveness",
+        "quick": False,
+        "date": "2026-01-01T00:00:00+00:00",
+        "command": "python -m benchmarks.bench_responsiveness",
+        "machine": {"cpu": "Test CPU", "physical_cores": 2, "logical_cores": 4, "usable_cores": 4, "torch_threads": 2, "load_average": [0.1, 0.1, 0.1]},
+        "tables": [{"title": "Frame times", "columns": ["case", "ms"], "rows": [["paint", 12.5]]}],
+        "targets": [{"what": "frame time while training", "target": "< 50 ms", "value": 80.0, "met": False}],
+    }
+    (results / "responsiveness.json").write_text(json.dumps(data))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- benchmarks:start -->\nold\n<!-- benchmarks:end -->\nrest\n")
+    report = write_report(results, tmp_path / "docs", readme).read_text()
+    assert "## Responsiveness" in report and "Test CPU" in report and "| paint | 12.5 |" in report
+    assert "**Target missed:** frame time while training: measured 80.0" in report
+    text = readme.read_text()
+    assert "old" not in text and "MISSED" in text and text.startswith("intro") and text.endswith("rest\n")
