@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=60, help="training steps per run")
     parser.add_argument("--patch", type=int, default=128, help="patch size (the widget's default)")
     parser.add_argument("--batch", type=int, default=8, help="batch size (the widget's default)")
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved (direct, widget) pairs")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved (direct, widget) pairs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     machine = start(NAME, args)

@@ -11,31 +11,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QMenu,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
-from superqt import QCollapsible, QLabeledDoubleSlider
+from qtpy.QtWidgets import QComboBox, QFileDialog, QMainWindow, QVBoxLayout, QWidget
+from superqt import QCollapsible
 
 from napari_unet.core.device import describe_device, resolve_device
 from napari_unet.core.errors import UserInputError
@@ -46,10 +31,11 @@ from napari_unet.core.segmenter import Segmenter
 from napari_unet.core.training import TrainProgress
 
 from ._advanced import AdvancedSettings
-from ._colormaps import annotation_colormap, class_color, semantic_colormap
+from ._colormaps import annotation_colormap, semantic_colormap
 from ._history import describe_model, history_curves
-from ._loss_plot import LossPlot
+from ._panels import DataPanel, FilesPanel, PredictionPanel, TrainingPanel
 from ._reader import is_tiff, napari_get_reader
+from ._result_layers import Target, find_layer, write_layer
 from ._workers import Prediction, predict_steps, repostprocess, snapshot, train_steps
 from ._writer import write_labels_layer
 
@@ -58,22 +44,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two live-preview predictions while training.
+#: Milliseconds between two live-preview predictions while training.
 PREVIEW_EVERY_MS = 4000
 #: Wait after the last instance-parameter change before post-processing again.
 POSTPROCESS_DEBOUNCE_MS = 150
 #: How long closing the viewer waits for a worker to notice it must stop.
 SHUTDOWN_TIMEOUT_S = 15.0
-
-
-@dataclass
-class _Target:
-    """Where a prediction goes: the image it came from and its geometry."""
-
-    name: str
-    scale: tuple
-    translate: tuple
-    shape: tuple
 
 
 def _format_seconds(seconds: float) -> str:
@@ -119,20 +95,20 @@ class UNetWidget(QWidget):
         #: Training seed (None: different every run); scripts and tests set it.
         self.seed: int | None = None
 
-        self._workers: dict[str, tuple[Any, threading.Event]] = {}
+        self._workers: dict[str, tuple[Any, threading.Event]] = {}  # running: key -> (worker, done)
         self._stop_training = threading.Event()
         self._snapshot_request = threading.Event()
         self._cancel_prediction = threading.Event()
-        self._train_image: _Target | None = None
+        self._train_image: Target | None = None
         self._train_failed = False
         self._last_progress: TrainProgress | None = None
-        self._predict_target: _Target | None = None
-        self._pending_target: _Target | None = None  # Predict pressed while training
-        self._postprocess_target: _Target | None = None
+        self._predict_target: Target | None = None
+        self._pending_target: Target | None = None  # Predict pressed while training
         self._predict_again = False
-        self._cache: tuple[_Target, np.ndarray] | None = None  # probabilities of the last prediction
+        self._cache: tuple[Target, np.ndarray] | None = None  # probabilities of the last prediction
+        self._postprocess_target: Target | None = None
         self._postprocess_again = False
-        self._prediction_layers: set[int] = set()  # ids of layers we write (never offered as annotations)
+        self._prediction_layers: set = set()  # unique_ids of the layers we write
         self._closing = False
         self._main_window: QObject | None = None
 
@@ -149,161 +125,49 @@ class UNetWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(6)
+        self.data_panel = DataPanel()
+        self.training_panel = TrainingPanel(*self._theme_colors())
+        self.prediction_panel = PredictionPanel()
+        self.files_panel = FilesPanel()
+        self.advanced = AdvancedSettings()
+        self.advanced_section = QCollapsible("Advanced")
+        self.advanced_section.addWidget(self.advanced)
+        for part in (self.data_panel, self.training_panel, self.prediction_panel, self.files_panel, self.advanced_section):
+            layout.addWidget(part)
+        layout.addStretch(1)
 
-        # -- data -------------------------------------------------------------
-        data_box = QGroupBox("Data")
-        data = QFormLayout(data_box)
-        data.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("The 2D image to train on and predict.")
-        self.image_combo.currentTextChanged.connect(self._on_image_changed)
-        self.open_button = QPushButton("Open…")
-        open_menu = QMenu(self.open_button)
-        open_menu.addAction("TIFF files…", self._open_files_dialog)
-        open_menu.addAction("Folder of TIFFs…", self._open_folder_dialog)
-        self.open_button.setMenu(open_menu)
-        row = QHBoxLayout()
-        row.addWidget(self.image_combo, 1)
-        row.addWidget(self.open_button)
-        data.addRow("Image", row)
+        # Short names for the controls used most (tests and scripts use them too).
+        data, training, prediction, files = self.data_panel, self.training_panel, self.prediction_panel, self.files_panel
+        self.image_combo, self.annotations_combo = data.image_combo, data.annotations_combo
+        self.train_button, self.stop_button, self.reset_button = training.train_button, training.stop_button, training.reset_button
+        self.train_progress, self.loss_plot = training.progress, training.loss_plot
+        self.device_label, self.model_label = training.device_label, training.model_label
+        self.predict_button, self.predict_progress = prediction.predict_button, prediction.progress
+        self.auto_predict, self.show_probabilities = prediction.auto_predict, prediction.show_probabilities
+        self.threshold, self.min_size, self.split_strength = prediction.threshold, prediction.min_size, prediction.split_strength
+        self.load_button = files.load_button
 
-        self.annotations_combo = QComboBox()
-        self.annotations_combo.setToolTip("The Labels layer you paint: 0 unlabeled, 1 background, 2.. object classes.")
-        self.new_annotations_button = QPushButton("New")
-        self.new_annotations_button.setToolTip("Add an empty annotations layer for the image, ready to paint background (1).")
-        self.new_annotations_button.clicked.connect(self.new_annotations)
-        row = QHBoxLayout()
-        row.addWidget(self.annotations_combo, 1)
-        row.addWidget(self.new_annotations_button)
-        data.addRow("Annotations", row)
-        hint = QLabel(
-            f"<span style='color:{class_color(1)}'>■</span> 1 = background, "
-            f"<span style='color:{class_color(2)}'>■</span> 2+ = objects; 0 erases"
-        )
-        hint.setTextFormat(Qt.TextFormat.RichText)
-        data.addRow(hint)
-        layout.addWidget(data_box)
+        data.image_combo.currentTextChanged.connect(self._on_image_changed)
+        data.open_menu.addAction("TIFF files…", self._open_files_dialog)
+        data.open_menu.addAction("Folder of TIFFs…", self._open_folder_dialog)
+        data.new_annotations_button.clicked.connect(self.new_annotations)
+        training.train_button.clicked.connect(self.train)
+        training.stop_button.clicked.connect(self.stop)
+        training.reset_button.clicked.connect(self.reset_model)
+        prediction.predict_button.clicked.connect(self.predict)
+        prediction.show_probabilities.toggled.connect(self._on_show_probabilities)
+        files.save_button.clicked.connect(self._save_model_dialog)
+        files.load_button.clicked.connect(self._load_model_dialog)
+        files.export_button.clicked.connect(self._export_labels_dialog)
+        self.advanced.device_changed.connect(self._show_device)
 
-        # -- training ---------------------------------------------------------
-        train_box = QGroupBox("Training")
-        train = QVBoxLayout(train_box)
-        row = QHBoxLayout()
-        self.train_button = QPushButton("Train")
-        self.train_button.setToolTip("Fine-tune the current model on the painted annotations (a fresh model the first time).")
-        self.train_button.clicked.connect(self.train)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after the current step and keep the best weights so far.")
-        self.stop_button.setEnabled(False)
-        self.stop_button.clicked.connect(self.stop)
-        self.reset_button = QPushButton("Reset model")
-        self.reset_button.setToolTip("Forget the weights: the next training starts from scratch (with the Advanced depth/width).")
-        self.reset_button.clicked.connect(self.reset_model)
-        for button in (self.train_button, self.stop_button, self.reset_button):
-            row.addWidget(button)
-        train.addLayout(row)
-        self.train_progress = QProgressBar()
-        self.train_progress.setRange(0, 1)
-        self.train_progress.setValue(0)
-        self.train_progress.setFormat("not trained yet")
-        self.train_progress.setTextVisible(True)
-        train.addWidget(self.train_progress)
-        self.device_label = QLabel()
-        self.model_label = QLabel()
-        self.model_label.setWordWrap(True)
-        train.addWidget(self.device_label)
-        train.addWidget(self.model_label)
-        background, foreground = self._theme_colors()
-        self.loss_plot = LossPlot(background=background, foreground=foreground)
-        train.addWidget(self.loss_plot)
-        layout.addWidget(train_box)
-
-        # -- prediction -------------------------------------------------------
-        predict_box = QGroupBox("Prediction")
-        predict = QVBoxLayout(predict_box)
-        row = QHBoxLayout()
-        self.predict_button = QPushButton("Predict")
-        self.predict_button.setToolTip("Segment the image with the current model (writes '<image> semantic' and '<image> instances').")
-        self.predict_button.clicked.connect(self.predict)
-        self.auto_predict = QCheckBox("after training")
-        self.auto_predict.setChecked(True)
-        self.auto_predict.setToolTip("Predict the image automatically when a training run ends.")
-        self.show_probabilities = QCheckBox("probabilities")
-        self.show_probabilities.setToolTip("Also show the object probability as an image layer.")
-        self.show_probabilities.toggled.connect(self._on_show_probabilities)
-        row.addWidget(self.predict_button)
-        row.addWidget(self.auto_predict)
-        row.addWidget(self.show_probabilities)
-        predict.addLayout(row)
-        self.predict_progress = QProgressBar()
-        self.predict_progress.setRange(0, 1)
-        self.predict_progress.setValue(0)
-        self.predict_progress.setFormat("")
-        self.predict_progress.setMaximumHeight(12)
-        self.predict_progress.setTextVisible(False)
-        predict.addWidget(self.predict_progress)
-
-        form = QFormLayout()
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        defaults = InstanceParams()
-        self.threshold = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
-        self.threshold.setRange(0.05, 0.95)
-        self.threshold.setSingleStep(0.05)
-        self.threshold.setValue(defaults.threshold)
-        self.threshold.setToolTip("A pixel is an object when its object probability reaches this.")
-        self.min_size = QSpinBox()
-        self.min_size.setRange(0, 1_000_000)
-        self.min_size.setValue(defaults.min_size)
-        self.min_size.setSuffix(" px")
-        self.min_size.setToolTip("Objects smaller than this are dropped from the instances.")
-        self.split_strength = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
-        self.split_strength.setRange(0.0, 1.0)
-        self.split_strength.setSingleStep(0.05)
-        self.split_strength.setValue(defaults.split_strength)
-        self.split_strength.setToolTip("0 keeps touching objects together; towards 1 they are split more readily.")
-        form.addRow("Threshold", self.threshold)
-        form.addRow("Min size", self.min_size)
-        form.addRow("Split", self.split_strength)
-        predict.addLayout(form)
         # Parameter changes re-run only post-processing, after a short pause.
         self._postprocess_timer = QTimer(self)
         self._postprocess_timer.setSingleShot(True)
         self._postprocess_timer.setInterval(POSTPROCESS_DEBOUNCE_MS)
         self._postprocess_timer.timeout.connect(self._start_postprocess)
-        self.threshold.valueChanged.connect(self._postprocess_timer.start)
-        self.min_size.valueChanged.connect(self._postprocess_timer.start)
-        self.split_strength.valueChanged.connect(self._postprocess_timer.start)
-        layout.addWidget(predict_box)
-
-        # -- files ------------------------------------------------------------
-        files_box = QGroupBox("Files")
-        files = QVBoxLayout(files_box)
-        row = QHBoxLayout()
-        self.save_button = QPushButton("Save model…")
-        self.save_button.clicked.connect(self._save_model_dialog)
-        self.load_button = QPushButton("Load model…")
-        self.load_button.clicked.connect(self._load_model_dialog)
-        row.addWidget(self.save_button)
-        row.addWidget(self.load_button)
-        files.addLayout(row)
-        row = QHBoxLayout()
-        self.export_which = QComboBox()
-        self.export_which.addItems(["instances", "semantic"])
-        self.export_button = QPushButton("Export labels…")
-        self.export_button.setToolTip("Save the predicted labels of the image as a TIFF.")
-        self.export_button.clicked.connect(self._export_labels_dialog)
-        row.addWidget(self.export_which)
-        row.addWidget(self.export_button)
-        files.addLayout(row)
-        layout.addWidget(files_box)
-
-        # -- advanced ---------------------------------------------------------
-        self.advanced = AdvancedSettings()
-        self.advanced.device_changed.connect(self._show_device)
-        collapsible = QCollapsible("Advanced")
-        collapsible.addWidget(self.advanced)
-        layout.addWidget(collapsible)
-        self.advanced_section = collapsible
-        layout.addStretch(1)
+        for control in (self.threshold, self.min_size, self.split_strength):
+            control.valueChanged.connect(self._schedule_postprocess)
 
         self._preview_timer = QTimer(self)
         self._preview_timer.setInterval(PREVIEW_EVERY_MS)
@@ -329,25 +193,14 @@ class UNetWidget(QWidget):
         events.moved.connect(self._refresh_layer_choices)
         for layer in self.viewer.layers:
             layer.events.name.connect(self._refresh_layer_choices)
-        # Stop workers when the viewer closes (see eventFilter).
-        window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
-        if window is not None:
-            window.installEventFilter(self)
-            self._main_window = window
 
     def _disconnect_viewer(self) -> None:
         events = self.viewer.layers.events
-        for emitter, callback in (
-            (events.inserted, self._on_layer_inserted),
-            (events.removed, self._refresh_layer_choices),
-            (events.moved, self._refresh_layer_choices),
-        ):
-            emitter.disconnect(callback)
+        events.inserted.disconnect(self._on_layer_inserted)
+        events.removed.disconnect(self._refresh_layer_choices)
+        events.moved.disconnect(self._refresh_layer_choices)
         for layer in self.viewer.layers:
             layer.events.name.disconnect(self._refresh_layer_choices)
-        if self._main_window is not None:
-            self._main_window.removeEventFilter(self)
-            self._main_window = None
 
     def _on_layer_inserted(self, event) -> None:
         event.value.events.name.connect(self._refresh_layer_choices)
@@ -356,12 +209,9 @@ class UNetWidget(QWidget):
     def _refresh_layer_choices(self, event=None) -> None:
         if self._closing:
             return
-        images = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
-        labels = [
-            layer.name
-            for layer in self.viewer.layers
-            if isinstance(layer, Labels) and id(layer) not in self._prediction_layers
-        ]
+        ours = self._prediction_layers  # never offered: neither trained on nor painted into
+        images = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer.unique_id not in ours]
+        labels = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels) and layer.unique_id not in ours]
         image = self._set_choices(self.image_combo, images)
         self._set_choices(self.annotations_combo, labels, prefer=f"{image} annotations" if image else None)
 
@@ -389,19 +239,13 @@ class UNetWidget(QWidget):
         if self.annotations_combo.findText(paired) >= 0:
             self.annotations_combo.setCurrentText(paired)
 
-    def _find_layer(self, name: str, kind: type) -> Any:
-        for layer in self.viewer.layers:
-            if layer.name == name and isinstance(layer, kind):
-                return layer
-        return None
-
     def image_layer(self) -> Image | None:
         """The image layer chosen in the widget, if any."""
-        return self._find_layer(self.image_combo.currentText(), Image)
+        return find_layer(self.viewer, self.image_combo.currentText(), Image)
 
     def annotations_layer(self) -> Labels | None:
         """The annotations layer chosen in the widget, if any."""
-        return self._find_layer(self.annotations_combo.currentText(), Labels)
+        return find_layer(self.viewer, self.annotations_combo.currentText(), Labels)
 
     def _require_image(self) -> Image:
         layer = self.image_layer()
@@ -411,10 +255,6 @@ class UNetWidget(QWidget):
             kind = "multiscale" if layer.multiscale else "RGB" if layer.rgb else f"{layer.ndim}D"
             raise UserInputError(f"'{layer.name}' is a {kind} image; napari-unet handles single-channel 2D images for now")
         return layer
-
-    @staticmethod
-    def _target(layer: Image) -> _Target:
-        return _Target(layer.name, tuple(layer.scale), tuple(layer.translate), tuple(layer.data.shape))
 
     # =========================================================================
     # files
@@ -521,14 +361,12 @@ class UNetWidget(QWidget):
         self.loss_plot.set_curves(history_curves(segmenter.history))
         self._show_model_info()
         self._show_device()
-        self.train_progress.setRange(0, 1)
-        self.train_progress.setValue(1)
-        self.train_progress.setFormat("model loaded")
+        self.train_progress.show_progress(1, 1, "model loaded")
         show_info(f"Loaded model: {self.model_label.text()}")
         return True
 
     def _export_labels_dialog(self) -> None:
-        which = self.export_which.currentText()
+        which = self.files_panel.export_which.currentText()
         image = self.image_combo.currentText() or "labels"
         path, _ = QFileDialog.getSaveFileName(self, f"Export {which} labels", f"{image}_{which}.tif", "TIFF (*.tif *.tiff)")
         if path:
@@ -548,7 +386,7 @@ class UNetWidget(QWidget):
         if which not in ("instances", "semantic"):
             raise ValueError(f"which must be 'instances' or 'semantic', not {which!r}")
         image = self.image_combo.currentText()
-        layer = self._find_layer(f"{image} {which}", Labels) if image else None
+        layer = find_layer(self.viewer, f"{image} {which}", Labels) if image else None
         if layer is None:
             show_error(f"Nothing to export: no '{image} {which}' layer yet. Press Predict first.")
             return []
@@ -577,8 +415,10 @@ class UNetWidget(QWidget):
             show_error(str(exc))
             return None
         name = f"{image.name} annotations"
-        layer = self._find_layer(name, Labels)
+        layer = find_layer(self.viewer, name, Labels)
         if layer is not None and layer.data.shape == image.data.shape:
+            # e.g. the sample's strokes: give them the legend's colours.
+            layer.colormap = annotation_colormap()
             show_info(f"'{name}' already exists: selected it.")
         else:
             shape = tuple(image.data.shape)
@@ -625,7 +465,7 @@ class UNetWidget(QWidget):
             annotations_layer = self.annotations_layer()
             if annotations_layer is None:
                 raise UserInputError("no annotations layer: press New next to Annotations and paint 1 = background, 2 = object")
-            if id(annotations_layer) in self._prediction_layers:
+            if annotations_layer.unique_id in self._prediction_layers:
                 raise UserInputError(f"'{annotations_layer.name}' is a prediction; choose (or create) an annotations layer")
             image = np.array(image_layer.data, copy=True)
             annotations = np.array(annotations_layer.data, copy=True)
@@ -640,7 +480,7 @@ class UNetWidget(QWidget):
             show_error(str(exc))
             return
 
-        self._train_image = self._target(image_layer)
+        self._train_image = Target.of(image_layer)
         self._train_failed = False
         self._last_progress = None
         self._stop_training.clear()
@@ -657,9 +497,7 @@ class UNetWidget(QWidget):
         self.stop_button.setEnabled(True)
         self.reset_button.setEnabled(False)
         self.load_button.setEnabled(False)
-        self.train_progress.setRange(0, config.steps or 1000)
-        self.train_progress.setValue(0)
-        self.train_progress.setFormat("preparing…")
+        self.train_progress.show_progress(0, 1000, "preparing…")
         self._show_device()
         if self.advanced.live_preview.isChecked():
             self._preview_timer.start()
@@ -692,9 +530,7 @@ class UNetWidget(QWidget):
         self.segmenter = Segmenter(device=self.segmenter.device)
         self._cache = None
         self.loss_plot.clear()
-        self.train_progress.setRange(0, 1)
-        self.train_progress.setValue(0)
-        self.train_progress.setFormat("not trained yet")
+        self.train_progress.show_progress(0, 1, "not trained yet")
         self._show_model_info()
 
     def _on_train_yielded(self, item: TrainProgress | Segmenter) -> None:
@@ -707,20 +543,15 @@ class UNetWidget(QWidget):
             return
         progress = item
         self._last_progress = progress
-        if progress.total_steps:
-            self.train_progress.setRange(0, progress.total_steps)
-            self.train_progress.setValue(progress.step)
-            text = f"step {progress.step}/{progress.total_steps}"
-        else:
-            self.train_progress.setRange(0, 1000)
-            self.train_progress.setValue(int(progress.fraction * 1000))
-            text = f"step {progress.step}"
+        text = f"step {progress.step}/{progress.total_steps}" if progress.total_steps else f"step {progress.step}"
         if progress.time_left is not None and not progress.done:
             text += f" — {_format_seconds(progress.time_left)} left"
         if progress.val_iou is not None:
             text += f" — val IoU {progress.val_iou:.2f}"
-        self.train_progress.setFormat(text)
-        self.loss_plot.set_curves(history_curves(list(self.segmenter.history)))
+        self.train_progress.show_progress(int(progress.fraction * 1000), 1000, text)
+        curves = history_curves(list(self.segmenter.history))  # a copy: the worker appends to it
+        run_start = curves.run_starts[-1] if curves.run_starts else 0
+        self.loss_plot.set_curves(curves, planned_end=run_start + progress.total_steps if progress.total_steps else None)
 
     def _on_train_error(self, exc: Exception) -> None:
         self._train_failed = True
@@ -737,6 +568,7 @@ class UNetWidget(QWidget):
         self.load_button.setEnabled(True)
         self.loss_plot.set_curves(history_curves(list(self.segmenter.history)))
         self._show_model_info()
+        self._show_device()
         last = self._last_progress
         if self._train_failed or last is None:
             self.train_progress.setFormat("training failed" if self._train_failed else "not trained")
@@ -775,7 +607,7 @@ class UNetWidget(QWidget):
         except UserInputError as exc:
             show_error(str(exc))
             return
-        target = self._target(layer)
+        target = Target.of(layer)
         if self.is_training:
             # Copying the weights here could catch an optimiser step half done;
             # the training thread hands over a copy between two steps instead.
@@ -793,17 +625,16 @@ class UNetWidget(QWidget):
         self._show_device()
         self._start_prediction(snapshot(self.segmenter), target)
 
-    def _start_prediction(self, segmenter: Segmenter, target: _Target) -> None:
+    def _start_prediction(self, segmenter: Segmenter, target: Target) -> None:
         if self.is_predicting:
             self._predict_again = True  # once this one ends, predict again with the newest weights
             return
-        layer = self._find_layer(target.name, Image)
+        layer = find_layer(self.viewer, target.name, Image)
         if layer is None:
             show_warning(f"The image '{target.name}' is gone; nothing to predict.")
             return
         image = np.array(layer.data, copy=True)
-        target = self._target(layer)
-        self._predict_target = target
+        self._predict_target = Target.of(layer)
         self._cancel_prediction.clear()
         worker = create_worker(predict_steps, segmenter, image, self.instance_params(), self._cancel_prediction, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_predict_progress)
@@ -811,12 +642,11 @@ class UNetWidget(QWidget):
         worker.errored.connect(self._on_predict_error)
         worker.finished.connect(self._on_predict_finished)
         self._start("predict", worker)
-        self.predict_progress.setRange(0, 0)  # busy until the first tile reports
+        self.predict_progress.show_progress(0, 0)  # busy until the first tile reports
 
     def _on_predict_progress(self, progress: TileProgress) -> None:
         if not self._closing:
-            self.predict_progress.setRange(0, progress.total)
-            self.predict_progress.setValue(progress.done)
+            self.predict_progress.show_progress(progress.done, progress.total)
 
     def _on_predicted(self, result: Prediction | None) -> None:
         if self._closing or result is None or self._predict_target is None:
@@ -826,7 +656,7 @@ class UNetWidget(QWidget):
         self._write_prediction(target, result)
         self.prediction_finished.emit()
         if result.params != self.instance_params():
-            self._postprocess_timer.start()  # the sliders moved while the network ran
+            self._schedule_postprocess()  # the sliders moved while the network ran
 
     def _on_predict_error(self, exc: Exception) -> None:
         self._predict_again = False
@@ -836,19 +666,18 @@ class UNetWidget(QWidget):
         self._workers.pop("predict", None)
         if self._closing:
             return
-        self.predict_progress.setRange(0, 1)
-        self.predict_progress.setValue(1)
+        self.predict_progress.show_progress(1, 1)
         if self._predict_again:
             self._predict_again = False
             self.predict()
 
     def instance_params(self) -> InstanceParams:
         """The post-processing parameters set in the widget."""
-        return InstanceParams(
-            threshold=round(self.threshold.value(), 3),
-            min_size=self.min_size.value(),
-            split_strength=round(self.split_strength.value(), 3),
-        )
+        return self.prediction_panel.instance_params()
+
+    def _schedule_postprocess(self, *_: Any) -> None:
+        # (valueChanged's argument must not reach QTimer.start(msec).)
+        self._postprocess_timer.start()
 
     def _start_postprocess(self) -> None:
         """Re-run post-processing on the cached probabilities (never the network)."""
@@ -882,51 +711,39 @@ class UNetWidget(QWidget):
             self._start_postprocess()
 
     # -- writing layers (GUI thread) --------------------------------------------
-    def _write_prediction(self, target: _Target, result: Prediction, probabilities: bool = True) -> None:
-        self._write_layer(f"{target.name} semantic", result.semantic, target, Labels, colormap=semantic_colormap(), opacity=0.45)
-        self._write_layer(f"{target.name} instances", result.instances, target, Labels, contour=1, opacity=0.9)
+    def _write_prediction(self, target: Target, result: Prediction, probabilities: bool = True) -> None:
+        self._write(target, "semantic", result.semantic, Labels, colormap=semantic_colormap(), opacity=0.45)
+        self._write(target, "instances", result.instances, Labels, contour=1, opacity=0.9)
         if probabilities and self.show_probabilities.isChecked():
             self._write_probability(target, result.probabilities)
 
-    def _write_probability(self, target: _Target, probabilities: np.ndarray) -> None:
+    def _write_probability(self, target: Target, probabilities: np.ndarray) -> None:
         # One map for "any object class" keeps the layer 2D whatever the number of classes.
         foreground = 1.0 - probabilities[0]
-        self._write_layer(
-            f"{target.name} probability", foreground, target, Image, colormap="magma", blending="additive", contrast_limits=(0.0, 1.0), opacity=0.7
-        )
+        layer = self._write(target, "probability", foreground, Image, colormap="magma", blending="additive", contrast_limits=(0.0, 1.0), opacity=0.7)
+        layer.visible = True
 
-    def _write_layer(self, name: str, data: np.ndarray, target: _Target, kind: type, **kwargs) -> Any:
-        """Update the layer ``name`` in place, or add it just below the annotations."""
-        layer = self._find_layer(name, kind)
-        if layer is not None and layer is self.annotations_layer():
-            layer = None  # never overwrite what the user painted
-            name = f"{name} (prediction)"
-        if layer is not None and layer.data.shape == data.shape:
-            layer.data = data
-            layer.scale, layer.translate = target.scale, target.translate
-            return layer
-        if layer is not None:  # the image changed shape: start the layer again
-            self.viewer.layers.remove(layer)
-        layer = kind(data, name=name, scale=target.scale, translate=target.translate, **kwargs)
-        if kind is Labels:
-            self._prediction_layers.add(id(layer))
-        # Keep the annotations on top so corrections stay visible while painting.
-        annotations = self._find_layer(f"{target.name} annotations", Labels)
+    def _write(self, target: Target, what: str, data: np.ndarray, kind: type, **kwargs) -> Any:
+        annotations = find_layer(self.viewer, target.layer_name("annotations"), Labels)
         if annotations is None:
             annotations = self.annotations_layer()
-        index = self.viewer.layers.index(annotations) if annotations is not None else len(self.viewer.layers)
-        self.viewer.layers.insert(index, layer)
+        # Below the annotations, so corrections stay visible while painting.
+        layer = write_layer(self.viewer, target.layer_name(what), data, target, kind, protected=self.annotations_layer(), below=annotations, **kwargs)
+        if layer.unique_id not in self._prediction_layers:
+            self._prediction_layers.add(layer.unique_id)
+            self._refresh_layer_choices()
         return layer
 
     def _on_show_probabilities(self, checked: bool) -> None:
         if self._cache is None:
             return
         target, probabilities = self._cache
-        layer = self._find_layer(f"{target.name} probability", Image)
         if checked:
             self._write_probability(target, probabilities)
-        elif layer is not None:
-            layer.visible = False
+        else:
+            layer = find_layer(self.viewer, target.layer_name("probability"), Image)
+            if layer is not None:
+                layer.visible = False
 
     # =========================================================================
     # workers and errors
@@ -937,7 +754,11 @@ class UNetWidget(QWidget):
         # what went wrong in words instead (see _report_error).
         relay = getattr(worker, "_relay_error", None)
         if relay is not None:
-            worker.errored.disconnect(relay)
+            try:
+                worker.errored.disconnect(relay)
+            except TypeError:
+                pass  # not connected: napari 0.9's mixin __init__ does not run for these workers
+        self._watch_main_window()
         done = threading.Event()
         # Set from the worker thread itself, so closing can wait for it
         # without the GUI event loop running.
@@ -980,6 +801,27 @@ class UNetWidget(QWidget):
     # =========================================================================
     # closing
     # =========================================================================
+    def _watch_main_window(self) -> None:
+        """Watch the main window this widget is docked in, to stop workers when it closes.
+
+        Looked up through Qt parents (the viewer's window attribute is
+        private in napari); called when the widget shows and before any
+        worker starts, by which time the widget is docked.
+        """
+        window = self.parentWidget()
+        while window is not None and not isinstance(window, QMainWindow):
+            window = window.parentWidget()
+        if window is None or window is self._main_window:
+            return
+        if self._main_window is not None:
+            self._main_window.removeEventFilter(self)
+        window.installEventFilter(self)
+        self._main_window = window
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        self._watch_main_window()
+        super().showEvent(event)
+
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
         # A programmatic close (viewer.close(), File ▸ Close Window after its
         # confirmation) is never refused; a close from the window manager may
@@ -1009,6 +851,9 @@ class UNetWidget(QWidget):
             # A worker queued but not yet started will see the stop flag at once.
             if worker.is_running and not done.wait(timeout):
                 logger.warning("a napari-unet worker did not stop within %.0f s", timeout)
+        if self._main_window is not None:
+            self._main_window.removeEventFilter(self)
+            self._main_window = None
         try:
             self._disconnect_viewer()
         except (RuntimeError, AttributeError):  # the viewer is already half torn down
