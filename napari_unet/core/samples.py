@@ -114,7 +114,10 @@ def prepare(images: list[np.ndarray], targets: list[np.ndarray], patch_size: int
     """Bundle normalised images with targets, a validation split and per-class coordinates."""
     data = []
     for image, target in zip(images, targets):
-        val = split_validation(target, patch_size, val_fraction, rng)
+        # Quarter-patch blocks: large enough that a held-out block is not
+        # just the neighbour of a training pixel, small enough that on a
+        # small image a freshly painted correction is rarely held out whole.
+        val = split_validation(target, max(16, patch_size // 4), val_fraction, rng)
         train_target = target if val is None else np.where(val, IGNORE, target).astype(np.int16)
         val_target = None if val is None else np.where(val, target, IGNORE).astype(np.int16)
         coords = {int(c): np.argwhere(train_target == c) for c in np.unique(train_target) if c >= 0}
