@@ -115,6 +115,17 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: tor
     return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE)
 
 
+def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _budget_fraction(config: TrainConfig, step: int, elapsed: float) -> float:
+    """Share of the budget used: the larger of the step and time shares."""
+    by_steps = step / config.steps if config.steps else 0.0
+    by_time = elapsed / config.max_time if config.max_time else 0.0
+    return max(by_steps, by_time)
+
+
 def _mean_iou(logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> float:
     pred = logits.argmax(1)
     valid = target != IGNORE
@@ -186,7 +197,7 @@ def train_model(
         model.train()
         return loss, _mean_iou(logits.float(), val_y, n_classes)
 
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_state: dict[str, torch.Tensor] | None = None
     best_score, best_step = math.inf, 0
     ema = None
     val_loss = val_iou = None
@@ -197,7 +208,7 @@ def train_model(
     try:
         while True:
             elapsed = time.perf_counter() - start
-            fraction = max(step / config.steps if config.steps else 0.0, elapsed / config.max_time if config.max_time else 0.0)
+            fraction = _budget_fraction(config, step, elapsed)
             if fraction >= 1.0:
                 break
             if stop is not None and stop():
@@ -224,22 +235,22 @@ def train_model(
             # Validation figures only change every val_every steps; compare them then.
             if (val_x is None or step % config.val_every == 0) and score < best_score:
                 best_score, best_step = score, step
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = _copy_state(model)
             elapsed = time.perf_counter() - start
-            fraction = max(step / config.steps if config.steps else 0.0, elapsed / config.max_time if config.max_time else 0.0)
+            fraction = _budget_fraction(config, step, elapsed)
             time_left = elapsed / fraction * (1 - fraction) if fraction > 0 else None
             yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0))
         if val_x is not None and step % config.val_every != 0 and step > 0:
             val_loss, val_iou = validate()
             if val_loss < best_score:
                 best_score, best_step = val_loss, step
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = _copy_state(model)
         elapsed = time.perf_counter() - start
         last_loss = ema if ema is not None else float("nan")
         yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped)
     finally:
         # Runs on normal end, on stop, and when the caller closes the
         # generator: the model always ends with the best weights seen.
-        if best_step > 0:
+        if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
