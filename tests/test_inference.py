@@ -66,3 +66,14 @@ def test_predict_refuses_wrong_channels_and_no_model(trained):
         seg.predict_probabilities(np.stack([image, image]))
     with pytest.raises(UserInputError, match="no model"):
         Segmenter(device="cpu").predict_probabilities(image)
+
+
+@pytest.mark.parametrize("tile", [32, 48, 64])
+def test_tiles_no_larger_than_the_overlap_still_predict(trained, tile):
+    # The default overlap is 64: a smaller tile must not give tiles no stride.
+    seg, image = trained
+    small = image[:100, :90]
+    probs = seg.predict_probabilities(small, tile=tile)
+    whole = seg.predict_probabilities(small, tile=1024)
+    assert probs.shape == whole.shape
+    assert (probs.argmax(0) == whole.argmax(0)).mean() > 0.95

@@ -4,7 +4,7 @@ import tifffile
 
 from napari_unet.core import tiff_io
 from napari_unet.core.errors import UserInputError
-from napari_unet.core.tiff_io import read_image, read_labels, smallest_uint_dtype, write_labels
+from napari_unet.core.tiff_io import read_image, read_image_axes, read_labels, smallest_uint_dtype, write_labels
 
 
 @pytest.mark.parametrize("max_value, dtype", [(0, np.uint8), (255, np.uint8), (256, np.uint16), (65535, np.uint16), (65536, np.uint32)])
@@ -67,3 +67,40 @@ def test_bad_files_give_readable_errors(tmp_path):
         read_labels(tmp_path / "frac.tif")
     with pytest.raises(UserInputError, match="negative"):
         write_labels(tmp_path / "neg.tif", np.full((2, 2), -1))
+
+
+def test_read_image_axes_uses_declared_axes_or_a_guess(tmp_path):
+    data = np.arange(2 * 3 * 16 * 20, dtype=np.uint16).reshape(2, 3, 16, 20)
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, metadata={"axes": "ZCYX"})
+    image, axes = read_image_axes(tmp_path / "ij.tif")
+    assert axes == "ZCYX" and isinstance(image, np.ndarray)
+    np.testing.assert_array_equal(image, data)
+    # No declared axes: guessed from the shape; given axes win when they fit.
+    tifffile.imwrite(tmp_path / "plain.tif", data[0], photometric="minisblack")
+    assert read_image_axes(tmp_path / "plain.tif")[1] == "ZYX"
+    assert read_image_axes(tmp_path / "plain.tif", axes="tyx")[1] == "TYX"
+    assert read_image_axes(tmp_path / "ij.tif", axes="TCYX")[1] == "TCYX"
+    with pytest.raises(UserInputError, match=r"plain.tif'.*axes 'YX' do not fit an image of shape \(3, 16, 20\)"):
+        read_image_axes(tmp_path / "plain.tif", axes="YX")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((16, 20, 3), np.uint8), photometric="rgb")
+    assert read_image_axes(tmp_path / "rgb.tif")[1] == "YXC"
+
+
+def test_lazy_reading_maps_or_opens_through_zarr(tmp_path):
+    import zarr
+
+    data = np.arange(4 * 32 * 40, dtype=np.uint16).reshape(4, 32, 40)
+    tifffile.imwrite(tmp_path / "raw.tif", data, photometric="minisblack", metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "zip.tif", data, photometric="minisblack", compression="zlib", tile=(16, 16), metadata={"axes": "ZYX"})
+    raw, axes = read_image_axes(tmp_path / "raw.tif", lazy=True)
+    assert isinstance(raw, np.memmap) and axes == "TYX"
+    np.testing.assert_array_equal(raw[2], data[2])
+    packed, axes = read_image_axes(tmp_path / "zip.tif", lazy=True)
+    assert isinstance(packed, zarr.Array) and axes == "ZYX" and packed.shape == data.shape
+    np.testing.assert_array_equal(packed[1, 16:, ::3], data[1, 16:, ::3])
+    packed.store.close()  # the store keeps the file open while the array is in use
+    with pytest.raises(UserInputError, match="not found"):
+        read_image_axes(tmp_path / "missing.tif", lazy=True)
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(UserInputError, match="cannot read"):
+        read_image_axes(tmp_path / "bad.tif", lazy=True)

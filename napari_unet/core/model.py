@@ -1,4 +1,4 @@
-"""A compact 2D U-Net that takes any input size.
+"""A compact 2D or 3D U-Net that takes any input size.
 
 Normalisation is per pixel, across channels (a "channels-only" LayerNorm,
 as in ConvNeXt), chosen for two properties interactive use needs:
@@ -9,6 +9,18 @@ as in ConvNeXt), chosen for two properties interactive use needs:
 - no statistics over space: GroupNorm/InstanceNorm normalise over the whole
   input, so a tile would be normalised differently from the full image and
   tiled prediction could not match untiled prediction.
+
+The 3D variant (``UNetConfig.ndim == 3``, inputs ``(N, C, Z, Y, X)``) is the
+same network with 3x3x3 convolutions, 2x2x2 max pooling and trilinear
+upsampling. Every spatial axis, Z included, is padded to
+:attr:`UNetConfig.size_multiple` before the first layer, so pooling never
+reduces an axis below one voxel, even for a stack of a few thick planes,
+and the pooling pattern does not depend on the input's size (a tile and the
+whole volume go through the same layers, which tiled prediction needs).
+Z is pooled like Y and X (isotropic in voxels): pooling Z less on
+anisotropic stacks would need a per-dataset setting that a model file and
+every tile must agree on; the padding keeps thin stacks working, and the
+net learns the anisotropy from the data.
 """
 
 from __future__ import annotations
@@ -40,6 +52,10 @@ class UNetConfig:
         Scales (sigma 1, 2, 4, ...) of the fixed filter bank in front of the
         first convolution (:mod:`napari_unet.core.filters`); 0 feeds the raw
         image to the first convolution.
+    ndim : int
+        Spatial dimensions: 2 (images ``(C, Y, X)``, applied plane by plane
+        to stacks) or 3 (volumes ``(C, Z, Y, X)``). Model files written
+        before 3D support have no ``ndim`` and load as 2D.
     """
 
     in_channels: int = 1
@@ -47,6 +63,7 @@ class UNetConfig:
     depth: int = 3
     width: int = 16
     filter_scales: int = 4
+    ndim: int = 2
 
     def to_dict(self) -> dict:
         """Plain-type dict for checkpoints."""
@@ -59,25 +76,40 @@ class UNetConfig:
 
     @property
     def size_multiple(self) -> int:
-        """Input sizes divisible by this need no padding."""
+        """Input sizes divisible by this (on every spatial axis) need no padding."""
         return 2 ** (self.depth - 1)
 
 
-def default_config(device: torch.device, in_channels: int = 1, n_classes: int = 2) -> UNetConfig:
+def default_config(device: torch.device, in_channels: int = 1, n_classes: int = 2, ndim: int = 2) -> UNetConfig:
     """Architecture sized for interactivity on the given device.
 
-    On a CPU a 3-level, width-16 net does a training step on 8 patches of
-    128² in well under a second; a GPU affords the classic 4 levels, width 32.
-    Both get the fixed filter bank (sigma 1-8), which is what makes a few
-    hundred steps enough (see :mod:`napari_unet.core.filters`).
+    2D: on a CPU a 3-level, width-16 net does a training step on 8 patches
+    of 128² in well under a second; a GPU affords the classic 4 levels,
+    width 32. Both get the fixed filter bank (sigma 1-8), which is what
+    makes a few hundred steps enough (see :mod:`napari_unet.core.filters`).
+
+    3D: a 3x3x3 convolution costs three times a 3x3 one per voxel and a 3D
+    patch holds twice the voxels of a 2D one, so the CPU net keeps 3
+    levels but width 8 (a step on 8 patches of 8x64x64, see
+    :func:`~napari_unet.core.samples.patch_shape`, takes 1.5-2 times a 2D
+    step at width 16); a GPU gets 4 levels, width 16. The filter bank stops
+    at sigma 4: 3D training patches are only a few planes deep, so
+    a sigma-8 feature would mostly see border padding in Z during training
+    and real context at prediction.
     """
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+    if ndim == 3:
+        if device.type == "cpu":
+            return UNetConfig(in_channels, n_classes, depth=3, width=8, filter_scales=3, ndim=3)
+        return UNetConfig(in_channels, n_classes, depth=4, width=16, filter_scales=3, ndim=3)
     if device.type == "cpu":
         return UNetConfig(in_channels, n_classes, depth=3, width=16, filter_scales=4)
     return UNetConfig(in_channels, n_classes, depth=4, width=32, filter_scales=4)
 
 
 class ChannelNorm(nn.Module):
-    """LayerNorm over the channel axis of ``(N, C, H, W)``, independently at each pixel."""
+    """LayerNorm over the channel axis of ``(N, C, *spatial)``, independently at each pixel."""
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -89,16 +121,23 @@ class ChannelNorm(nn.Module):
         mean = x.mean(1, keepdim=True)
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) * torch.rsqrt(var + self.eps)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
+        shape = (-1,) + (1,) * (x.dim() - 2)
+        return x * self.weight.view(shape) + self.bias.view(shape)
+
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_POOL = {2: F.max_pool2d, 3: F.max_pool3d}
+_UPSAMPLE = {2: "bilinear", 3: "trilinear"}
 
 
 class _DoubleConv(nn.Sequential):
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, ndim: int = 2) -> None:
+        conv = _CONV[ndim]
         super().__init__(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            conv(cin, cout, 3, padding=1, bias=False),
             ChannelNorm(cout),
             nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            conv(cout, cout, 3, padding=1, bias=False),
             ChannelNorm(cout),
             nn.ReLU(inplace=True),
         )
@@ -107,51 +146,61 @@ class _DoubleConv(nn.Sequential):
 class UNet(nn.Module):
     """U-Net (Ronneberger et al. 2015) with same-padding convolutions.
 
-    Inputs of any height and width are reflect-padded to a multiple of
-    ``2**(depth-1)`` and the output is cropped back, so the logits have the
-    input's spatial shape.
+    Inputs of any size are reflect-padded on every spatial axis to a
+    multiple of ``2**(depth-1)`` and the output is cropped back, so the
+    logits have the input's spatial shape. ``config.ndim`` chooses 2D
+    ``(N, C, Y, X)`` or 3D ``(N, C, Z, Y, X)`` inputs.
     """
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         if config.depth < 1 or config.width < 1:
             raise ValueError("depth and width must be positive")
+        if config.ndim not in (2, 3):
+            raise ValueError(f"ndim must be 2 or 3, got {config.ndim}")
         self.config = config
+        nd = config.ndim
+        conv = _CONV[nd]
+        self._pool = _POOL[nd]
+        self._upsample = _UPSAMPLE[nd]
         widths = [config.width * 2**i for i in range(config.depth)]
         self.down = nn.ModuleList()
-        self.filters = FilterBank(config.in_channels, config.filter_scales) if config.filter_scales > 0 else None
+        self.filters = FilterBank(config.in_channels, config.filter_scales, nd) if config.filter_scales > 0 else None
         cin = self.filters.out_channels if self.filters is not None else config.in_channels
         for w in widths:
-            self.down.append(_DoubleConv(cin, w))
+            self.down.append(_DoubleConv(cin, w, nd))
             cin = w
         self.up_proj = nn.ModuleList()
         self.up = nn.ModuleList()
         for w in reversed(widths[:-1]):
             # 1x1 projection after bilinear upsampling: cheaper than a
             # transposed convolution and free of checkerboard artefacts.
-            self.up_proj.append(nn.Conv2d(cin, w, 1))
-            self.up.append(_DoubleConv(2 * w, w))
+            self.up_proj.append(conv(cin, w, 1))
+            self.up.append(_DoubleConv(2 * w, w, nd))
             cin = w
-        self.head = nn.Conv2d(cin, config.n_classes, 1)
+        self.head = conv(cin, config.n_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return class logits of shape ``(N, n_classes, H, W)`` for input ``(N, C, H, W)``."""
-        h, w = x.shape[-2:]
+        """Return class logits ``(N, n_classes, *spatial)`` for input ``(N, C, *spatial)``."""
+        spatial = tuple(x.shape[2:])
+        if len(spatial) != self.config.ndim:
+            raise ValueError(f"a {self.config.ndim}D U-Net needs input (N, C, {'Z, ' if self.config.ndim == 3 else ''}Y, X), got shape {tuple(x.shape)}")
         m = self.config.size_multiple
-        pad_h, pad_w = (-h) % m, (-w) % m
-        if pad_h or pad_w:
+        pads = [(-s) % m for s in spatial]
+        if any(pads):
             # Reflect needs pad < size; replicate covers tiny inputs.
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+            mode = "reflect" if all(p < s for p, s in zip(pads, spatial)) else "replicate"
+            # F.pad lists (before, after) pairs from the last axis backwards.
+            x = F.pad(x, [v for p in reversed(pads) for v in (0, p)], mode=mode)
         if self.filters is not None:
             x = self.filters(x)
         skips = []
         for i, block in enumerate(self.down):
             if i:
-                x = F.max_pool2d(x, 2)
+                x = self._pool(x, 2)
             x = block(x)
             skips.append(x)
         for proj, block, skip in zip(self.up_proj, self.up, reversed(skips[:-1])):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = F.interpolate(x, size=skip.shape[2:], mode=self._upsample, align_corners=False)
             x = block(torch.cat([skip, proj(x)], dim=1))
-        return self.head(x)[..., :h, :w]
+        return self.head(x)[(Ellipsis, *(slice(0, s) for s in spatial))]

@@ -6,6 +6,15 @@ ignored by the loss. Patches are drawn around labelled pixels with every
 class equally likely (sparse strokes of a rare class still get seen), then
 augmented. A share of the labelled area, in whole blocks so neighbouring
 pixels of one stroke do not leak across, is held out for validation.
+
+Everything works on images ``(C, *spatial)`` and targets ``(*spatial)`` with
+two (YX) or three (ZYX) spatial axes. 3D training patches are
+``patch_size // 16`` planes deep (at least 4, at most the volume's depth)
+and ``patch_size // 2`` wide (see :func:`patch_shape`): 8x64x64 for the
+default 128, i.e. twice the voxels of a 2D 128² patch, which keeps a CPU
+training step at 1.5-2 times a 2D step while giving the net 64-pixel YX
+context and a few planes above and below the painted ones. Sparse 3D
+strokes are usually painted plane by plane, so YX context matters most.
 """
 
 from __future__ import annotations
@@ -21,16 +30,58 @@ IGNORE = -1
 
 @dataclass
 class LabelledImage:
-    """One normalised image (C, Y, X float32) with training and validation targets.
+    """One normalised image (C, *spatial float32) with training and validation targets.
 
-    Targets are (Y, X) int16 class indices with -1 ignored; ``val_target`` is
-    None when no pixels could be held out.
+    Targets are (*spatial) int16 class indices with -1 ignored; ``val_target``
+    is None when no pixels could be held out.
     """
 
     image: np.ndarray
     train_target: np.ndarray
     val_target: np.ndarray | None = None
-    train_coords: dict[int, np.ndarray] = field(default_factory=dict)  # class -> (N, 2) yx
+    train_coords: dict[int, np.ndarray] = field(default_factory=dict)  # class -> (N, ndim) (z)yx
+
+    @property
+    def ndim(self) -> int:
+        """Spatial dimensions (2 or 3)."""
+        return self.train_target.ndim
+
+
+def patch_shape(patch_size: int, ndim: int, depth: int | None = None) -> tuple[int, ...]:
+    """Training patch shape for ``patch_size`` (the 2D side) in 2 or 3 dimensions.
+
+    Parameters
+    ----------
+    patch_size : int
+        Side of a 2D patch (``TrainConfig.patch_size``).
+    ndim : int
+        Spatial dimensions.
+    depth : int, optional
+        Largest Z of the training volumes: a patch is never deeper (deeper
+        patches would only add ignored padding).
+
+    Returns
+    -------
+    tuple of int
+        ``(P, P)`` in 2D; ``(min(max(P // 16, 4), depth), P // 2, P // 2)`` in
+        3D (see the module docstring for why).
+    """
+    if ndim == 2:
+        return (patch_size, patch_size)
+    pz = max(patch_size // 16, 4)
+    if depth is not None:
+        pz = max(1, min(pz, depth))
+    side = max(patch_size // 2, 8)
+    return (pz, side, side)
+
+
+def _data_patch_shape(data: list[LabelledImage], patch_size: int) -> tuple[int, ...]:
+    ndims = {item.ndim for item in data}
+    if len(ndims) != 1 or ndims - {2, 3}:
+        raise UserInputError("training images must all be 2D (Y, X) or all 3D (Z, Y, X)")
+    ndim = ndims.pop()
+    depth = max(item.train_target.shape[0] for item in data) if ndim == 3 else None
+    return patch_shape(patch_size, ndim, depth)
 
 
 def annotations_to_targets(annotations: np.ndarray) -> np.ndarray:
@@ -46,7 +97,7 @@ def check_annotations(annotations: list[np.ndarray], image_shapes: list[tuple[in
     annotations : list of numpy.ndarray
         Integer annotations, one per image.
     image_shapes : list of tuple
-        Spatial (Y, X) shape of each image.
+        Spatial (Y, X) or (Z, Y, X) shape of each image.
     n_classes : int, optional
         Classes of an existing model; annotations may not use more.
 
@@ -83,18 +134,34 @@ def check_annotations(annotations: list[np.ndarray], image_shapes: list[tuple[in
     return max(classes, 2)
 
 
-def split_validation(target: np.ndarray, block: int, fraction: float, rng: np.random.Generator) -> np.ndarray | None:
-    """Choose whole ``block``-sized squares of labelled pixels to hold out.
+def split_validation(target: np.ndarray, block: int | tuple[int, ...], fraction: float, rng: np.random.Generator) -> np.ndarray | None:
+    """Choose whole blocks (squares or boxes) of labelled pixels to hold out.
 
-    Returns a boolean mask of held-out pixels, or None when the labelled area
-    is too small to spare any (fewer than 4 labelled blocks, or every try
-    would remove a class from training).
+    Parameters
+    ----------
+    target : numpy.ndarray
+        Targets ``(*spatial)``, -1 unlabeled.
+    block : int or tuple of int
+        Block side, or one side per spatial axis.
+    fraction : float
+        Share of the labelled blocks to hold out.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    numpy.ndarray or None
+        Boolean mask of held-out pixels, or None when the labelled area is
+        too small to spare any (fewer than 4 labelled blocks, or every try
+        would remove a class from training).
     """
     if fraction <= 0:
         return None
+    blocks_per_axis = (block,) * target.ndim if np.isscalar(block) else tuple(block)
     labelled = target >= 0
-    by, bx = np.nonzero(labelled)
-    block_ids = (by // block) * ((target.shape[1] + block - 1) // block) + bx // block
+    coords = np.nonzero(labelled)
+    grid = tuple((n + b - 1) // b for n, b in zip(target.shape, blocks_per_axis))
+    # Row-major block index (in 2D: by * blocks_per_row + bx).
+    block_ids = np.ravel_multi_index(tuple(c // b for c, b in zip(coords, blocks_per_axis)), grid)
     blocks = np.unique(block_ids)
     if blocks.size < 4:
         return None
@@ -103,21 +170,33 @@ def split_validation(target: np.ndarray, block: int, fraction: float, rng: np.ra
     for _ in range(20):
         chosen = rng.choice(blocks, size=n_val, replace=False)
         held = np.isin(block_ids, chosen)
-        if np.array_equal(np.unique(target[by[~held], bx[~held]]), classes):
+        if np.array_equal(np.unique(target[tuple(c[~held] for c in coords)]), classes):
             mask = np.zeros(target.shape, dtype=bool)
-            mask[by[held], bx[held]] = True
+            mask[tuple(c[held] for c in coords)] = True
             return mask
     return None
 
 
 def prepare(images: list[np.ndarray], targets: list[np.ndarray], patch_size: int, val_fraction: float, rng: np.random.Generator) -> list[LabelledImage]:
-    """Bundle normalised images with targets, a validation split and per-class coordinates."""
+    """Bundle normalised images with targets, a validation split and per-class coordinates.
+
+    Images are ``(C, *spatial)``, targets ``(*spatial)``, 2 or 3 spatial axes.
+    """
     data = []
     for image, target in zip(images, targets):
+        if image.ndim != target.ndim + 1 or image.shape[1:] != target.shape or target.ndim not in (2, 3):
+            raise UserInputError(f"image of shape {tuple(image.shape)} does not fit targets of shape {tuple(target.shape)}")
         # Quarter-patch blocks: large enough that a held-out block is not
         # just the neighbour of a training pixel, small enough that on a
         # small image a freshly painted correction is rarely held out whole.
-        val = split_validation(target, max(16, patch_size // 4), val_fraction, rng)
+        # In 3D the blocks span the 3D patch's quarter in YX and its whole
+        # depth in Z: strokes are painted plane by plane, and a held-out
+        # block one plane thick would sit right next to trained strokes.
+        block: int | tuple[int, ...] = max(16, patch_size // 4)
+        if target.ndim == 3:
+            pz, py, _ = patch_shape(patch_size, 3, target.shape[0])
+            block = (pz, max(16, py // 4), max(16, py // 4))
+        val = split_validation(target, block, val_fraction, rng)
         train_target = target if val is None else np.where(val, IGNORE, target).astype(np.int16)
         val_target = None if val is None else np.where(val, target, IGNORE).astype(np.int16)
         coords = {int(c): np.argwhere(train_target == c) for c in np.unique(train_target) if c >= 0}
@@ -141,43 +220,65 @@ def class_weights(data: list[LabelledImage], n_classes: int) -> np.ndarray:
     return (weights / weights[present].mean()).astype(np.float32)
 
 
-def _crop(array: np.ndarray, y0: int, x0: int, size: int, fill) -> np.ndarray:
-    """Crop ``size``² at (y0, x0) from the last two axes, padding outside the array."""
-    h, w = array.shape[-2:]
-    out = np.full(array.shape[:-2] + (size, size), fill, dtype=array.dtype)
-    ys, xs = max(y0, 0), max(x0, 0)
-    ye, xe = min(y0 + size, h), min(x0 + size, w)
-    out[..., ys - y0 : ye - y0, xs - x0 : xe - x0] = array[..., ys:ye, xs:xe]
+def _crop(array: np.ndarray, start: tuple[int, ...], size: tuple[int, ...], fill) -> np.ndarray:
+    """Crop ``size`` at ``start`` from the last ``len(size)`` axes, padding outside the array."""
+    n = len(size)
+    out = np.full(array.shape[:-n] + tuple(size), fill, dtype=array.dtype)
+    src, dst = [], []
+    for s0, p, length in zip(start, size, array.shape[-n:]):
+        a, b = max(s0, 0), min(s0 + p, length)
+        src.append(slice(a, b))
+        dst.append(slice(a - s0, b - s0))
+    out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
     return out
 
 
 def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random flips, 90° rotations, intensity scale/shift, gamma and noise on one (C,P,P)/(P,P) pair."""
+    """Random flips, 90° rotations, intensity scale/shift, gamma and noise on one pair.
+
+    ``x`` is ``(C, *patch)`` and ``y`` ``(*patch)``, 2D or 3D. Rotations are
+    in YX only (the patch is square there; Z is often sampled differently),
+    flips in X (with rotations: every YX flip) and, in 3D, in Z.
+    """
     k = int(rng.integers(4))
     x, y = np.rot90(x, k, axes=(-2, -1)), np.rot90(y, k, axes=(-2, -1))
     if rng.random() < 0.5:
         x, y = x[..., ::-1], y[..., ::-1]
+    three_d = y.ndim == 3
+    if three_d and rng.random() < 0.5:
+        x, y = x[..., ::-1, :, :], y[::-1]
     gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
     # Sign-preserving gamma: values below the low percentile stay ordered.
     x = np.sign(x) * np.abs(x) ** gamma
     # Gain, offset and a linear illumination ramp: microscopy brightness
-    # drifts across a field and between images, and sparse strokes rarely
-    # sample all of it, so the net must not key on absolute intensity.
-    p = x.shape[-1]
-    ramp = np.linspace(-0.5, 0.5, p, dtype=np.float32)
-    gy, gx = rng.uniform(-0.4, 0.4, size=2)
-    field = 1.0 + gy * ramp[:, None] + gx * ramp[None, :]
+    # drifts across a field and between images (and, in 3D, with depth), and
+    # sparse strokes rarely sample all of it, so the net must not key on
+    # absolute intensity.
+    if three_d:
+        gz, gy, gx = rng.uniform(-0.4, 0.4, size=3)
+        rz, ry, rx = (np.linspace(-0.5, 0.5, n, dtype=np.float32) for n in y.shape)
+        field = 1.0 + gz * rz[:, None, None] + gy * ry[None, :, None] + gx * rx[None, None, :]
+    else:
+        p = x.shape[-1]
+        ramp = np.linspace(-0.5, 0.5, p, dtype=np.float32)
+        gy, gx = rng.uniform(-0.4, 0.4, size=2)
+        field = 1.0 + gy * ramp[:, None] + gx * ramp[None, :]
     x = x * field * np.exp(rng.uniform(np.log(0.7), np.log(1.4))) + rng.uniform(-0.2, 0.2)
     x = x + rng.normal(0.0, rng.uniform(0.0, 0.03), size=x.shape).astype(np.float32)
     return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
 
 
 class PatchSampler:
-    """Draws class-balanced, augmented training batches from labelled images."""
+    """Draws class-balanced, augmented training batches from labelled images.
+
+    Patches are :func:`patch_shape` ``(patch_size, ...)``: ``P x P`` for 2D
+    images, ``pz x P/2 x P/2`` for 3D volumes.
+    """
 
     def __init__(self, data: list[LabelledImage], patch_size: int, batch_size: int, augment: bool, rng: np.random.Generator) -> None:
         self.data = data
         self.patch_size = patch_size
+        self.patch_shape = _data_patch_shape(data, patch_size) if data else (patch_size, patch_size)
         self.batch_size = batch_size
         self.augment = augment
         self.rng = rng
@@ -192,38 +293,45 @@ class PatchSampler:
         holders = [i for i, item in enumerate(self.data) if len(item.train_coords.get(c, ()))]
         item = self.data[holders[int(self.rng.integers(len(holders)))]]
         coords = item.train_coords[c]
-        cy, cx = coords[int(self.rng.integers(len(coords)))]
-        p = self.patch_size
-        h, w = item.train_target.shape
-        jy, jx = self.rng.integers(-p // 4, p // 4 + 1, size=2)
-        y0 = int(np.clip(cy - p // 2 + jy, 0, max(h - p, 0))) if h >= p else (h - p) // 2
-        x0 = int(np.clip(cx - p // 2 + jx, 0, max(w - p, 0))) if w >= p else (w - p) // 2
-        x = _crop(item.image, y0, x0, p, 0.0)
-        y = _crop(item.train_target, y0, x0, p, IGNORE)
+        centre = coords[int(self.rng.integers(len(coords)))]
+        shape = self.patch_shape
+        # Jitter the centre by up to a quarter patch (YX drawn as in 2D,
+        # then Z, so 2D runs draw exactly the same random numbers).
+        p = shape[-1]
+        jitter = list(self.rng.integers(-p // 4, p // 4 + 1, size=2))
+        if len(shape) == 3:
+            jitter.insert(0, int(self.rng.integers(-shape[0] // 4, shape[0] // 4 + 1)))
+        start = tuple(
+            int(np.clip(ci - pi // 2 + ji, 0, max(n - pi, 0))) if n >= pi else (n - pi) // 2
+            for ci, pi, ji, n in zip(centre, shape, jitter, item.train_target.shape)
+        )
+        x = _crop(item.image, start, shape, 0.0)
+        y = _crop(item.train_target, start, shape, IGNORE)
         if self.augment:
             x, y = augment(x, y, self.rng)
         return x, y
 
     def batch(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(x, y)``: float32 ``(B, C, P, P)`` and int64 ``(B, P, P)``."""
+        """Return ``(x, y)``: float32 ``(B, C, *patch)`` and int64 ``(B, *patch)``."""
         pairs = [self._one() for _ in range(self.batch_size)]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]).astype(np.int64)
 
 
 def validation_patches(data: list[LabelledImage], patch_size: int, max_patches: int = 16) -> tuple[np.ndarray, np.ndarray] | None:
-    """Fixed validation batch: patches over held-out blocks, targets only on held-out pixels."""
+    """Fixed validation batch: patches over held-out blocks, targets only on held-out pixels.
+
+    Patches have the training patch shape (:func:`patch_shape`).
+    """
     xs, ys = [], []
+    shape = _data_patch_shape(data, patch_size) if data else (patch_size, patch_size)
     for item in data:
         if item.val_target is None:
             continue
-        h, w = item.val_target.shape
-        p = patch_size
-        blocks = {(int(y) // p, int(x) // p) for y, x in np.argwhere(item.val_target >= 0)}
-        for by, bx in sorted(blocks):
-            y0 = min(by * p, max(h - p, 0)) if h >= p else (h - p) // 2
-            x0 = min(bx * p, max(w - p, 0)) if w >= p else (w - p) // 2
-            xs.append(_crop(item.image, y0, x0, p, 0.0))
-            ys.append(_crop(item.val_target, y0, x0, p, IGNORE))
+        blocks = {tuple(int(v) // p for v, p in zip(idx, shape)) for idx in np.argwhere(item.val_target >= 0)}
+        for block in sorted(blocks):
+            start = tuple(min(b * p, max(n - p, 0)) if n >= p else (n - p) // 2 for b, p, n in zip(block, shape, item.val_target.shape))
+            xs.append(_crop(item.image, start, shape, 0.0))
+            ys.append(_crop(item.val_target, start, shape, IGNORE))
     if not xs:
         return None
     order = np.argsort([-np.count_nonzero(y >= 0) for y in ys])[:max_patches]

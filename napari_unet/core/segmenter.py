@@ -16,27 +16,50 @@ import torch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import describe_device, resolve_device
 from .errors import ModelFileError, UserInputError
-from .inference import TileProgress, iter_predict_tiled
+from .inference import TileProgress, default_tiling, iter_predict_tiled
 from .model import UNet, UNetConfig, default_config
 from .normalize import Normalization, apply_range, fit_normalization, image_range
 from .samples import annotations_to_targets, check_annotations
 from .training import TrainConfig, TrainProgress, train_model
 
 
-def as_channels_first(image) -> np.ndarray:
-    """View a 2D greyscale image ``(Y, X)`` as ``(1, Y, X)``; pass ``(C, Y, X)`` through."""
-    if image.ndim == 2:
+def as_channels_first(image, ndim: int = 2):
+    """View a single-channel image ``(*spatial)`` as ``(1, *spatial)``; pass ``(C, *spatial)`` through.
+
+    Parameters
+    ----------
+    image : array-like
+        ``(Y, X)`` or ``(C, Y, X)`` for ``ndim=2``; ``(Z, Y, X)`` or
+        ``(C, Z, Y, X)`` for ``ndim=3``.
+    ndim : int
+        Spatial dimensions the model works on.
+    """
+    if image.ndim == ndim:
         return image[None]
-    if image.ndim == 3:
+    if image.ndim == ndim + 1:
         return image
-    raise UserInputError(f"expected a 2D image (Y, X), got shape {tuple(image.shape)}")
+    if ndim == 3:
+        raise UserInputError(f"expected a 3D volume (Z, Y, X) or (C, Z, Y, X), got shape {tuple(image.shape)}")
+    raise UserInputError(f"expected a 2D image (Y, X) or (C, Y, X), got shape {tuple(image.shape)}")
+
+
+def model_ndim(config: UNetConfig | None) -> int:
+    """Spatial dimensions of a model (2 for configs from before 3D models existed)."""
+    return int(getattr(config, "ndim", 2)) if config is not None else 2
+
+
+def channel_mismatch(expected: int, got: int, axes: str | None = None) -> UserInputError:
+    """The error for an image whose channel count the model was not trained on."""
+    where = f" (axes {axes!r})" if axes else ""
+    hint = "" if axes else "; check which axis holds the channels"
+    return UserInputError(f"the model expects {expected} channel(s) but the image has {got}{where}{hint}")
 
 
 def check_image(image) -> None:
-    """Refuse images that cannot be used: wrong type, NaNs, empty."""
+    """Refuse ``(C, *spatial)`` images that cannot be used: wrong type, NaNs, empty."""
     if image.dtype.kind not in "uifb":
         raise UserInputError(f"unsupported pixel type {image.dtype}")
-    if min(image.shape[-2:]) < 1:
+    if min(image.shape[1:]) < 1:
         raise UserInputError(f"image of shape {tuple(image.shape)} is empty")
     if image.dtype.kind == "f" and isinstance(image, np.ndarray) and not np.all(np.isfinite(image)):
         raise UserInputError("the image contains NaN or infinite pixel values")
@@ -109,19 +132,27 @@ class Segmenter:
         annotations: Sequence[np.ndarray] | np.ndarray,
         config: TrainConfig | None = None,
         stop: Callable[[], bool] | None = None,
+        ndim: int = 2,
     ) -> Iterator[TrainProgress]:
         """Fine-tune on painted annotations (fresh model if there is none), yielding progress.
 
         Parameters
         ----------
         images : numpy.ndarray or sequence of them
-            2D images (Y, X). Several images train one model.
+            Images ``(Y, X)`` / ``(C, Y, X)`` for a 2D model, volumes
+            ``(Z, Y, X)`` / ``(C, Z, Y, X)`` for a 3D one (a single numpy
+            array of ``ndim`` dimensions, or ``ndim + 1`` for a 3D model, is
+            one image). Several images train one model.
         annotations : numpy.ndarray or sequence of them
-            Matching annotations: 0 unlabeled, 1 background, 2.. classes.
+            Matching annotations ``(*spatial)``: 0 unlabeled, 1 background,
+            2.. classes.
         config : TrainConfig, optional
             Budget and hyper-parameters.
         stop : callable, optional
             Polled between steps; return True to stop (best weights kept).
+        ndim : int
+            Spatial dimensions (2 or 3) of a fresh model; an existing model
+            keeps its own.
 
         Yields
         ------
@@ -134,25 +165,31 @@ class Segmenter:
             (raised when the generator is first advanced).
         """
         config = config or TrainConfig()
-        if isinstance(images, np.ndarray) and images.ndim == 2:
+        ndim = model_ndim(self.config) if self.model is not None else int(ndim)
+        if ndim not in (2, 3):
+            raise UserInputError(f"a model works on 2 or 3 spatial dimensions, not {ndim}")
+        if isinstance(images, np.ndarray) and (images.ndim == ndim or (ndim == 3 and images.ndim == 4)):
             images, annotations = [images], [annotations]
-        images = [as_channels_first(np.asarray(im)) for im in images]
+        images = [as_channels_first(np.asarray(im), ndim) for im in images]
         annotations = [np.asarray(a) for a in annotations]
         if len(images) != len(annotations):
             raise UserInputError(f"{len(images)} image(s) but {len(annotations)} annotation layer(s)")
         for im in images:
             check_image(im)
-        n_classes = check_annotations(annotations, [im.shape[-2:] for im in images], self.config.n_classes if self.model else None)
+        n_classes = check_annotations(annotations, [im.shape[1:] for im in images], self.config.n_classes if self.model else None)
         channels = images[0].shape[0]
         if any(im.shape[0] != channels for im in images):
-            raise UserInputError("all training images must have the same number of channels")
+            counts = ", ".join(str(im.shape[0]) for im in images)
+            raise UserInputError(f"all training images must have the same number of channels (they have {counts})")
         if self.model is None:
-            self.config = default_config(self.device, channels, n_classes)
+            # Only pass ndim for 3D, so 2D works with model.py before and after it learns ndim.
+            extra = {"ndim": ndim} if ndim != 2 else {}
+            self.config = default_config(self.device, channels, n_classes, **extra)
             if config.seed is not None:
                 torch.manual_seed(config.seed)
             self.model = UNet(self.config).to(self.device)
         elif self.config.in_channels != channels:
-            raise UserInputError(f"the model expects {self.config.in_channels} channel(s) but the image has {channels}")
+            raise channel_mismatch(self.config.in_channels, channels)
         try:
             self.normalization = fit_normalization(images, self.normalization)
         except ValueError as exc:
@@ -166,28 +203,36 @@ class Segmenter:
             )
             yield progress
 
-    def fit(self, images, annotations, config: TrainConfig | None = None) -> TrainProgress:
-        """Train to the end of the budget and return the last progress report."""
+    def fit(self, images, annotations, config: TrainConfig | None = None, ndim: int = 2) -> TrainProgress:
+        """Train to the end of the budget and return the last progress report (see :meth:`train`)."""
         last = None
-        for last in self.train(images, annotations, config):
+        for last in self.train(images, annotations, config, ndim=ndim):
             pass
         return last
 
     # -- prediction ----------------------------------------------------------
-    def iter_predict(self, image, out=None, tile: int | None = None, overlap: int = 64, batch_size: int | None = None) -> Iterator[TileProgress | np.ndarray]:
+    def iter_predict(
+        self, image, out=None, tile: int | None = None, overlap: int | None = None, batch_size: int | None = None, axes: str | None = None
+    ) -> Iterator[TileProgress | np.ndarray]:
         """Predict class probabilities tile by tile, yielding progress, then the result.
 
         Parameters
         ----------
         image : array-like
-            2D image (Y, X) or (C, Y, X); numpy, memmap, dask or zarr.
+            ``(*spatial)`` or ``(C, *spatial)`` with the model's spatial
+            dimensions (Y, X or Z, Y, X); numpy, memmap, dask, zarr or a
+            lazy plane view (:class:`napari_unet.core.axes.Planes`).
         out : array-like, optional
-            Writable ``(n_classes, Y, X)`` destination (e.g. a memmap or zarr
-            array for images larger than memory); float32 numpy by default.
+            Writable ``(n_classes, *spatial)`` destination (e.g. a memmap or
+            zarr array for images larger than memory); float32 numpy by default.
         tile, overlap : int
-            Tile side (default 512, 1024 on GPUs) and overlap.
+            Tile side and overlap; by default 512 / 64 for 2D (1024 on GPUs)
+            and 96 / 32 voxels for 3D (160 on GPUs), see
+            :func:`~napari_unet.core.inference.default_tiling`.
         batch_size : int, optional
             Tiles per forward pass (default 1 on CPU, 4 on GPUs).
+        axes : str, optional
+            The source image's axes, named in error messages.
 
         Yields
         ------
@@ -195,24 +240,28 @@ class Segmenter:
         """
         if self.model is None:
             raise UserInputError("no model yet: train one or load a model file first")
-        image = as_channels_first(image)
+        image = as_channels_first(image, model_ndim(self.config))
         check_image(image)
         if image.shape[0] != self.config.in_channels:
-            raise UserInputError(f"the model expects {self.config.in_channels} channel(s) but the image has {image.shape[0]}")
+            raise channel_mismatch(self.config.in_channels, image.shape[0], axes)
         try:
             low, high = image_range(image, self.normalization)
         except ValueError as exc:
             raise UserInputError(f"cannot normalise the image: {exc}") from exc
         gpu = self.device.type != "cpu"
-        tile = tile or (1024 if gpu else 512)
+        default_tile, default_overlap = default_tiling(model_ndim(self.config), gpu)
+        tile = tile or default_tile
+        overlap = default_overlap if overlap is None else overlap
         batch_size = batch_size or (4 if gpu else 1)
         if out is None:
-            out = np.empty((self.config.n_classes,) + tuple(image.shape[-2:]), dtype=np.float32)
+            out = np.empty((self.config.n_classes,) + tuple(image.shape[1:]), dtype=np.float32)
+        elif tuple(out.shape) != (self.config.n_classes,) + tuple(image.shape[1:]):
+            raise UserInputError(f"the output of shape {tuple(out.shape)} does not fit {self.config.n_classes} classes of an image of shape {tuple(image.shape[1:])}")
         yield from iter_predict_tiled(self.model, image, low, high, out, self.device, tile, overlap, batch_size)
         yield out
 
     def predict_probabilities(self, image, **kwargs) -> np.ndarray:
-        """Class probabilities ``(n_classes, Y, X)``; see :meth:`iter_predict` for options."""
+        """Class probabilities ``(n_classes, *spatial)``; see :meth:`iter_predict` for options."""
         for item in self.iter_predict(image, **kwargs):
             pass
         return item

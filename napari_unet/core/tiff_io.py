@@ -1,5 +1,10 @@
 """TIFF reading and writing with tifffile.
 
+N-D images come with their axes (:func:`read_image_axes`): those the file
+declares (ImageJ hyperstack, OME or tifffile metadata), else a guess from
+the shape; large files can be opened lazily (memory-mapped, or through
+zarr for compressed or tiled files) instead of read whole.
+
 Labels are written as the smallest unsigned integer type that holds them
 (uint8/16/32), zlib-compressed (readable by Fiji/Bio-Formats and tifffile),
 atomically.
@@ -14,6 +19,7 @@ import numpy as np
 import tifffile
 
 from .atomic import atomic_path
+from .axes import axes_from_tiff, normalize_axes
 from .errors import UserInputError
 
 
@@ -61,6 +67,85 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
         raise UserInputError(f"{str(path)!r} contains NaN or infinite pixel values")
     return image
+
+
+def open_tiff_lazy(path: str | os.PathLike):
+    """Open a TIFF's first series without reading its pixels.
+
+    Uncompressed, contiguous files are memory-mapped (numpy reads only the
+    pages touched); others (compressed, tiled, pyramidal: full resolution)
+    are opened through tifffile's zarr store, decoding only the chunks a
+    slice touches. The zarr store keeps the file open while the array is
+    in use (``array.store.close()`` closes it; garbage collection does too).
+
+    Raises
+    ------
+    UserInputError
+        If the file is missing or is not a readable TIFF.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"file not found: {str(path)!r}")
+    try:
+        return tifffile.memmap(path, mode="r")
+    except Exception:  # not memory-mappable (compressed, tiled, ...) or not a TIFF: try zarr
+        pass
+    try:
+        import zarr
+
+        store = tifffile.imread(path, aszarr=True, series=0, level=0)
+        data = zarr.open(store, mode="r")
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserInputError(f"cannot read {str(path)!r} as a TIFF image ({reason})") from exc
+    if not hasattr(data, "shape") or 0 in data.shape:
+        raise UserInputError(f"cannot read {str(path)!r} as a TIFF image (no image data found)")
+    return data
+
+
+def read_image_axes(path: str | os.PathLike, axes: str | None = None, lazy: bool = False) -> tuple[object, str]:
+    """Read an N-D image TIFF with its axes.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The TIFF file.
+    axes : str, optional
+        The axes (e.g. ``"ZYX"``, ``"YXC"``), checked against the image's
+        shape; by default those the file declares, else a guess
+        (:func:`napari_unet.core.axes.normalize_axes`).
+    lazy : bool
+        Open without reading the pixels (:func:`open_tiff_lazy`); NaN
+        pixels are then not checked here (prediction meets them tile by tile).
+
+    Returns
+    -------
+    image : numpy.ndarray or array-like
+        The pixels (a memory map or zarr array when ``lazy``).
+    axes : str
+        Their axes.
+
+    Raises
+    ------
+    UserInputError
+        For unreadable files, non-numeric or NaN pixels, or axes that do
+        not fit the image.
+    """
+    if lazy:
+        image = open_tiff_lazy(path)
+        if np.dtype(image.dtype).kind not in "uifb":
+            raise UserInputError(f"{str(path)!r}: unsupported pixel type {image.dtype}")
+    else:
+        image = read_image(path)
+    shape = tuple(int(s) for s in image.shape)
+    if axes is None:
+        declared = axes_from_tiff(path)
+        if declared is not None and len(declared) == len(shape):
+            return image, declared
+    try:
+        return image, normalize_axes(axes, shape)
+    except UserInputError as exc:
+        raise UserInputError(f"{str(path)!r}: {exc}") from exc
 
 
 def read_labels(path: str | os.PathLike) -> np.ndarray:
@@ -112,5 +197,7 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         # bigtiff only when needed keeps files readable by older readers.
-        tifffile.imwrite(tmp, data, compression="zlib", bigtiff=data.nbytes > 2**32 - 2**25)
+        # minisblack: a 3-plane label stack or 3-class probability array is
+        # not an RGB picture (tifffile's guess), and must read back as planes.
+        tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack", bigtiff=data.nbytes > 2**32 - 2**25)
     return path

@@ -34,7 +34,9 @@ class TrainConfig:
     max_time : float or None
         Wall-time budget in seconds.
     patch_size, batch_size : int
-        Training patch side and patches per step.
+        Training patch side and patches per step. For 3D volumes a patch is
+        ``patch_size // 16`` planes (at least 4) by ``patch_size // 2``
+        squared (:func:`napari_unet.core.samples.patch_shape`).
     learning_rate, weight_decay : float
         AdamW settings; the rate warms up over 10 steps and decays by cosine
         to a tenth over the budget.
@@ -151,11 +153,12 @@ def train_model(
     Parameters
     ----------
     model : torch.nn.Module
-        Network returning logits ``(N, n_classes, Y, X)``; already on ``device``.
+        Network returning logits ``(N, n_classes, *spatial)``; already on ``device``.
     images : list of numpy.ndarray
-        Normalised float32 images ``(C, Y, X)``.
+        Normalised float32 images ``(C, Y, X)`` for a 2D model or volumes
+        ``(C, Z, Y, X)`` for a 3D one (``model.config.ndim``).
     targets : list of numpy.ndarray
-        Class targets ``(Y, X)``, -1 where unlabeled.
+        Class targets ``(*spatial)``, -1 where unlabeled.
     config : TrainConfig
         Budget and hyper-parameters.
     device : torch.device
@@ -172,6 +175,10 @@ def train_model(
     if config.seed is not None:
         torch.manual_seed(config.seed)
     n_classes = model.config.n_classes
+    ndim = getattr(model.config, "ndim", 2)
+    for image, target in zip(images, targets):
+        if target.ndim != ndim:
+            raise UserInputError(f"a {ndim}D model cannot train on {target.ndim}D annotations of shape {tuple(target.shape)}")
     data = prepare(images, targets, config.patch_size, config.val_fraction, rng)
     sampler = PatchSampler(data, config.patch_size, config.batch_size, config.augment, rng)
     weight = torch.as_tensor(class_weights(data, n_classes), device=device)

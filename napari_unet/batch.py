@@ -1,0 +1,634 @@
+"""Prediction of many N-D image files, in parallel through dask.
+
+Used by ``napari-unet predict``. Each input is opened lazily, predicted
+plane by plane (or volume by volume for a 3D model) with
+:func:`napari_unet.core.stack.iter_predict_stack` straight into on-disk
+outputs, so memory stays bounded however large the files are. Files are
+spread over dask workers: threads of the local scheduler by default, or an
+existing ``dask.distributed`` cluster given by its address. There is no
+process pool of our own.
+
+A file that fails is reported by name; the others are still written.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+import traceback
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .core.errors import UserInputError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+FORMATS = ("tif", "zarr")
+# Label-shaped outputs up to this many pixels are computed in memory and
+# written as compressed TIFFs of the smallest integer type (the format of
+# napari-unet 0.1); larger ones stream into uncompressed memory-mapped TIFFs
+# or zarr so the result is never held whole.
+IN_MEMORY_PIXELS = 4096 * 4096
+# Seconds to wait for a dask scheduler before giving up.
+CONNECT_TIMEOUT = 10.0
+
+
+# -- inputs ------------------------------------------------------------------
+def _is_pattern(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _tiffs_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith("."))
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files named by the user: files, folders (their TIFFs) and glob patterns.
+
+    Globs are expanded here rather than by the shell so that quoted patterns
+    work the same on every shell (including Windows, whose shells do not
+    expand them).
+
+    Parameters
+    ----------
+    inputs : sequence of str
+        File paths, folder paths (every ``*.tif``/``*.tiff`` inside, sorted,
+        not recursive) or glob patterns (``**`` recurses).
+
+    Returns
+    -------
+    list of pathlib.Path
+        Absolute paths without duplicates, in the order given.
+
+    Raises
+    ------
+    UserInputError
+        For a missing path, an empty folder or a pattern matching nothing.
+    """
+    found: list[Path] = []
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            files = _tiffs_in(path)
+            if not files:
+                raise UserInputError(f"folder {text!r} has no .tif/.tiff files")
+        elif path.is_file():
+            files = [path]
+        elif _is_pattern(text):
+            files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+            if not files:
+                raise UserInputError(f"no files match {text!r}")
+        else:
+            raise UserInputError(f"file not found: {text!r}")
+        found.extend(files)
+    unique: dict[Path, None] = {}
+    for p in found:
+        unique.setdefault(p.resolve(), None)
+    return list(unique)
+
+
+def output_paths(files: Sequence[Path], folder: Path, fmt: str, instances: bool) -> list[tuple[Path, Path | None]]:
+    """``(semantic, instances)`` output paths, ``<stem>_semantic.<fmt>`` in ``folder``.
+
+    Raises
+    ------
+    UserInputError
+        If two inputs would write the same output (same stem), or an output
+        would replace one of the inputs.
+    """
+    if fmt not in FORMATS:
+        raise UserInputError(f"unknown output format {fmt!r} (choose {' or '.join(FORMATS)})")
+    folder = folder.resolve()
+    outputs: list[tuple[Path, Path | None]] = []
+    owner: dict[Path, Path] = {}
+    inputs = {p.resolve() for p in files}
+    for p in files:
+        sem = folder / f"{p.stem}_semantic.{fmt}"
+        inst = folder / f"{p.stem}_instances.{fmt}" if instances else None
+        for out in (sem, inst):
+            if out is None:
+                continue
+            if out in inputs:
+                raise UserInputError(f"predicting {str(p)!r} would overwrite the input {str(out)!r}: choose another output folder")
+            if out in owner:
+                raise UserInputError(f"{str(owner[out])!r} and {str(p)!r} would both write {out.name!r}: rename one or predict them into different folders")
+            owner[out] = p
+        outputs.append((sem, inst))
+    return outputs
+
+
+def open_image(path: str | os.PathLike):
+    """Open an image file lazily (nothing but the header is read).
+
+    TIFFs are memory-mapped or opened through zarr
+    (:func:`~napari_unet.core.tiff_io.open_tiff_lazy`); ``.zarr`` arrays
+    through :func:`~napari_unet.core.stores.open_lazy`.
+
+    Raises
+    ------
+    UserInputError
+        If the file is missing or unreadable.
+    """
+    from .core.tiff_io import open_tiff_lazy
+
+    path = Path(path)
+    if path.suffix.lower() == ".zarr" and path.exists():
+        from .core import stores
+
+        opener = stores.open_lazy
+    elif not path.is_file():
+        raise UserInputError(f"file not found: {str(path)!r}")
+    else:
+        opener = open_tiff_lazy
+    try:
+        data = opener(path)
+    except UserInputError:
+        raise
+    except Exception as exc:  # readers raise many types for damaged files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserInputError(f"cannot read {str(path)!r} ({reason})") from exc
+    if 0 in tuple(data.shape):
+        raise UserInputError(f"cannot read {str(path)!r} as a TIFF image (no image data found)")
+    if np.dtype(data.dtype).kind not in "uifb":
+        raise UserInputError(f"{str(path)!r}: unsupported pixel type {data.dtype}")
+    return data
+
+
+def resolve_axes(path: str | os.PathLike, shape: tuple[int, ...], axes: str | None) -> tuple[str, str | None]:
+    """The axes of an image file and a note for the user, if any.
+
+    ``axes`` (from ``--axes``) wins when given, checked against the shape;
+    else the file's own metadata (ImageJ hyperstacks, OME-TIFF, RGB TIFFs);
+    else a guess from the shape, with a note saying so.
+
+    Returns
+    -------
+    (str, str or None)
+        The axes string and a one-line note to print (None when nothing
+        needs saying).
+
+    Raises
+    ------
+    UserInputError
+        If ``axes`` does not fit the shape.
+    """
+    from .core.axes import axes_from_tiff, normalize_axes
+
+    name = Path(path).name
+    try:
+        stored = axes_from_tiff(path)
+    except Exception:  # metadata is a hint only; a bad header fails when read
+        stored = None
+    if stored is not None and len(stored) != len(shape):
+        stored = None
+    if axes is not None:
+        try:
+            chosen = normalize_axes(axes.upper(), tuple(shape))
+        except UserInputError as exc:
+            raise UserInputError(f"{name}: {exc}") from exc
+        note = None
+        if stored is not None and stored != chosen:
+            note = f"note: {name}'s metadata says {stored}; using --axes {chosen}"
+        return chosen, note
+    if stored is not None:
+        return normalize_axes(stored, tuple(shape)), None
+    guessed = normalize_axes(None, tuple(shape))
+    # A 2D image can only be YX: nothing worth saying.
+    note = None if len(shape) == 2 else f"reading {name} as {guessed} (guessed; use --axes to change)"
+    return guessed, note
+
+
+def image_planes(path: str | os.PathLike, axes: str | None, spatial_ndim: int, data=None, channels: int | None = None):
+    """Open ``path`` lazily as :class:`~napari_unet.core.axes.Planes`.
+
+    ``channels`` (a model's input channels), when given, is checked here so
+    a mismatch fails before any work starts.
+
+    Returns
+    -------
+    (Planes, str or None)
+        The planes and a note about the axes (see :func:`resolve_axes`).
+    """
+    from .core.axes import Planes
+
+    if data is None:
+        data = open_image(path)
+    chosen, note = resolve_axes(path, tuple(data.shape), axes)
+    name = Path(path).name
+    if spatial_ndim == 3 and "Z" not in chosen:
+        raise UserInputError(f"{name}: a 3D model needs volumes with a Z axis, but the image's axes are {chosen} (use --axes)")
+    try:
+        planes = Planes(data, chosen, spatial_ndim=spatial_ndim)
+    except UserInputError as exc:
+        raise UserInputError(f"{name}: {exc}") from exc
+    if channels is not None and planes.channels != channels:
+        from .core.segmenter import channel_mismatch
+
+        raise UserInputError(f"{name}: {channel_mismatch(channels, planes.channels, planes.axes)}")
+    return planes, note
+
+
+# -- one file ------------------------------------------------------------------
+@dataclass
+class FileResult:
+    """What happened to one input file."""
+
+    path: Path
+    written: list[Path] = field(default_factory=list)
+    objects: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr"
+
+
+def _max_id(result, instances_out) -> int:
+    """Largest instance id: the stack generator's return value, else read back plane by plane."""
+
+    if isinstance(result, (int, np.integer)):
+        return int(result)
+    # Plane by plane (first axis) keeps a streamed output out of memory.
+    if instances_out.ndim == 0 or instances_out.shape[0] == 0:
+        return 0
+    return max(int(np.asarray(instances_out[i]).max(initial=0)) for i in range(instances_out.shape[0]))
+
+
+def _drive(stack: Iterator, progress: Callable | None):
+    """Run a StackProgress generator to the end; return its return value."""
+    while True:
+        try:
+            item = next(stack)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(item)
+
+
+def predict_planes(
+    segmenter,
+    planes,
+    semantic_path: Path,
+    instances_path: Path | None = None,
+    probabilities_path: Path | None = None,
+    params=None,
+    tile: int | None = None,
+    progress: Callable | None = None,
+) -> tuple[list[Path], int]:
+    """Predict every plane of ``planes`` into output files, all or nothing.
+
+    Small TIFF outputs are computed in memory and written compressed as the
+    smallest integer type (:func:`~napari_unet.core.tiff_io.write_labels`);
+    large or zarr outputs stream into
+    :func:`~napari_unet.core.stores.open_output` (uint8 semantic, uint32
+    instances), each moved into place only once every output is complete.
+
+    Returns
+    -------
+    (list of Path, int)
+        The files written and the number of objects (largest instance id).
+    """
+    from .core.postprocess import InstanceParams
+    from .core.stack import iter_predict_stack
+    from .core.tiff_io import write_labels, write_tiff
+
+    params = params or InstanceParams()
+    shape = tuple(planes.label_shape)
+    n_classes = segmenter.config.n_classes
+    outputs = [p for p in (semantic_path, instances_path, probabilities_path) if p is not None]
+    pixels = int(np.prod(shape, dtype=np.int64))
+    if pixels <= IN_MEMORY_PIXELS and not any(_is_zarr(p) for p in outputs):
+        semantic = np.zeros(shape, np.uint8)
+        instances = np.zeros(shape, np.uint32)
+        probabilities = np.zeros((n_classes,) + shape, np.float32) if probabilities_path else None
+        result = _drive(iter_predict_stack(segmenter, planes, semantic, instances, params, probabilities_out=probabilities, tile=tile), progress)
+        # Everything is computed before the first file is written.
+        write_labels(semantic_path, semantic)
+        if instances_path is not None:
+            write_labels(instances_path, instances)
+        if probabilities_path is not None:
+            write_tiff(probabilities_path, probabilities)
+        return outputs, _max_id(result, instances)
+    from .core import stores
+
+    with ExitStack() as stack:
+        semantic = stack.enter_context(stores.open_output(semantic_path, shape, np.uint8, axes=planes.label_axes))
+        if instances_path is not None:
+            instances = stack.enter_context(stores.open_output(instances_path, shape, np.uint32, axes=planes.label_axes))
+        else:
+            # Instances are labelled anyway (blockwise, on disk); keep them in a
+            # scratch store beside the output that is never moved into place.
+            scratch = stack.enter_context(_scratch_dir(semantic_path.parent))
+            instances = stack.enter_context(stores.open_output(scratch / "instances.zarr", shape, np.uint32))
+        probabilities = None
+        if probabilities_path is not None:
+            probabilities = stack.enter_context(stores.open_output(probabilities_path, (n_classes,) + shape, np.float32, axes="C" + planes.label_axes))
+        result = _drive(iter_predict_stack(segmenter, planes, semantic, instances, params, probabilities_out=probabilities, tile=tile), progress)
+        objects = _max_id(result, instances)
+    return outputs, objects
+
+
+@contextmanager
+def _scratch_dir(folder: Path) -> Iterator[Path]:
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=".napari-unet-scratch-", dir=folder))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# Segmenters loaded on this process (a dask worker), shared by its threads:
+# inference only reads the weights, so one copy serves them all.
+_SEGMENTERS: dict[tuple, object] = {}
+_SEGMENTERS_LOCK = threading.Lock()
+
+
+def load_segmenter(model: str | os.PathLike, device: str = "auto"):
+    """Load a model file once per process (cached by path, modification time and device)."""
+    from .core.segmenter import Segmenter
+
+    path = Path(model).resolve()
+    try:
+        key = (str(path), path.stat().st_mtime_ns, device)
+    except OSError:
+        key = (str(path), None, device)
+    with _SEGMENTERS_LOCK:
+        if key not in _SEGMENTERS:
+            _SEGMENTERS[key] = Segmenter.load(path, device)
+        return _SEGMENTERS[key]
+
+
+def predict_file(
+    path: str,
+    axes: str,
+    model: str,
+    semantic_path: str,
+    instances_path: str | None,
+    device: str = "auto",
+    tile: int | None = None,
+) -> FileResult:
+    """Predict one file (a dask task): never raises, reports failures in the result.
+
+    All arguments are plain strings so the task pickles cheaply to remote
+    dask workers; those need the same paths (a shared file system).
+    """
+    from .core.segmenter import model_ndim
+
+    result = FileResult(Path(path))
+    try:
+        segmenter = load_segmenter(model, device)
+        planes, _ = image_planes(path, axes, model_ndim(segmenter.config), channels=segmenter.config.in_channels)
+        written, objects = predict_planes(segmenter, planes, Path(semantic_path), Path(instances_path) if instances_path else None, tile=tile)
+        result.written, result.objects = written, objects
+    except UserInputError as exc:
+        result.error = str(exc)
+    except MemoryError:
+        result.error = "out of memory"
+    except Exception as exc:  # a bug or an I/O failure: keep the batch going, say what it was
+        last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+        where = f" at {Path(last[0].filename).name}:{last[0].lineno}" if last else ""
+        result.error = f"unexpected {type(exc).__name__}{where}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    return result
+
+
+# -- many files -------------------------------------------------------------------
+def default_workers(n_files: int, device: str = "auto", cores: int | None = None) -> tuple[int, int]:
+    """Files predicted at once and torch threads each, for the local scheduler.
+
+    Torch already spreads one prediction over the cores, so on the CPU
+    several files at once only pay off on larger machines: one file per 4
+    cores, the cores split between them (2 cores: 1 file x 2 threads;
+    16 cores: 4 files x 4 threads). A GPU is fed by two files at once, one
+    reading while the other computes.
+
+    Returns
+    -------
+    (int, int)
+        Workers and torch threads per worker.
+    """
+    from .core.device import resolve_device
+
+    cores = cores or os.cpu_count() or 1
+    if resolve_device(device).type != "cpu":
+        return max(1, min(n_files, 2)), max(1, cores // 2)
+    workers = max(1, min(n_files, cores // 4))
+    return workers, max(1, cores // workers)
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _connect(address: str):
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise UserInputError("--scheduler needs dask.distributed: pip install 'napari-unet[distributed]'") from exc
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserInputError(f"cannot connect to the dask scheduler at {address!r} ({reason})") from exc
+
+
+def run_tasks(tasks: list, client=None, workers: int | None = None, on_done: Callable[[], None] | None = None) -> list:
+    """Compute dask.delayed tasks; call ``on_done`` as each finishes.
+
+    Parameters
+    ----------
+    tasks : list of dask.delayed
+        One per file.
+    client : distributed.Client, optional
+        A connected ``dask.distributed`` client; the local threaded
+        scheduler when None.
+    workers : int, optional
+        Threads of the local scheduler.
+
+    Returns
+    -------
+    list
+        The tasks' results, in order.
+    """
+    if client is not None:
+        from distributed import as_completed
+
+        futures = client.compute(tasks)
+        with client.as_current():  # as_completed looks up the current client
+            for _ in as_completed(futures):
+                if on_done:
+                    on_done()
+        return client.gather(futures)
+
+    import dask
+    from dask.callbacks import Callback
+
+    keys = {t.key for t in tasks}
+
+    class _Progress(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if on_done and key in keys:
+                on_done()
+
+    with _Progress():
+        return list(dask.compute(*tasks, scheduler="threads", num_workers=workers or 1))
+
+
+@dataclass
+class BatchPlan:
+    """Inputs, their outputs and axes, checked before any prediction starts."""
+
+    files: list[Path]
+    outputs: list[tuple[Path, Path | None]]
+    axes: list[str | None]
+    notes: list[str]
+    failed: list[FileResult]
+
+
+def plan_batch(
+    files: Sequence[Path], folder: Path, fmt: str, instances: bool, axes: str | None, spatial_ndim: int, channels: int | None = None
+) -> BatchPlan:
+    """Check every input's header and axes; files that cannot be read become failures.
+
+    Axes are resolved here, in the client, so guesses are announced once
+    before the work starts; each distinct guess is printed for the first
+    file it applies to.
+    """
+    outputs = output_paths(files, folder, fmt, instances)
+    plan = BatchPlan([], [], [], [], [])
+    guessed: dict[str, list[str]] = {}
+    for path, out in zip(files, outputs):
+        try:
+            planes, note = image_planes(path, axes, spatial_ndim, channels=channels)
+        except UserInputError as exc:
+            plan.failed.append(FileResult(path, error=str(exc)))
+            continue
+        if note and note.startswith("reading "):
+            guessed.setdefault(planes.axes, []).append(path.name)
+        elif note:
+            plan.notes.append(note)
+        plan.files.append(path)
+        plan.outputs.append(out)
+        plan.axes.append(planes.axes)
+    for chosen, names in guessed.items():
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        plan.notes.append(f"reading {names[0]}{more} as {chosen} (guessed; use --axes to change)")
+    return plan
+
+
+def predict_batch(
+    files: Sequence[Path],
+    model: str | os.PathLike,
+    folder: Path,
+    fmt: str = "tif",
+    instances: bool = False,
+    axes: str | None = None,
+    device: str = "auto",
+    tile: int | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    stream=None,
+) -> list[FileResult]:
+    """Predict many files into ``folder``, one dask task per file.
+
+    Parameters
+    ----------
+    files : sequence of Path
+        Inputs (see :func:`expand_inputs`).
+    model : path
+        Model file; loaded once here to check it, then once per worker process.
+    folder : Path
+        Output folder (created if missing).
+    fmt : {"tif", "zarr"}
+        Output format.
+    instances : bool
+        Also write ``<stem>_instances.<fmt>``.
+    axes : str, optional
+        Axes of every input (default: metadata, else a guess).
+    device, tile
+        Passed to the model.
+    scheduler : str, optional
+        ``dask.distributed`` scheduler address; local threads when None.
+    workers : int, optional
+        Files at once on the local scheduler (default :func:`default_workers`).
+    stream : file, optional
+        Where progress and notes go (default stderr).
+
+    Returns
+    -------
+    list of FileResult
+        One per input, in input order.
+    """
+    import sys
+
+    import dask
+    from tqdm import tqdm
+
+    from .core.segmenter import model_ndim
+
+    stream = stream or sys.stderr
+    segmenter = load_segmenter(model, device)  # fails early on a bad model file
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"output {str(folder)!r} is a file; with several inputs -o must be a folder")
+    if not folder.parent.resolve().is_dir():
+        raise UserInputError(f"cannot write into {str(folder)!r}: its parent folder does not exist")
+    with ExitStack() as cleanup:
+        # Connect before anything is written: an unreachable cluster leaves no trace.
+        client = _connect(scheduler) if scheduler else None
+        if client is not None:
+            cleanup.callback(client.close)
+        plan = plan_batch(list(files), folder, fmt, instances, axes, model_ndim(segmenter.config), segmenter.config.in_channels)
+        for note in plan.notes:
+            print(note, file=stream)
+        results: dict[Path, FileResult] = {r.path: r for r in plan.failed}
+        if plan.files:
+            try:
+                folder.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise UserInputError(f"cannot create the output folder {str(folder)!r}: {exc.strerror}") from exc
+            model_path = str(Path(model).resolve())
+            task = dask.delayed(predict_file, pure=False)
+            tasks = [
+                task(str(p), a, model_path, str(sem), str(inst) if inst else None, device, tile, dask_key_name=f"napari-unet-predict-{i}")
+                for i, (p, a, (sem, inst)) in enumerate(zip(plan.files, plan.axes, plan.outputs))
+            ]
+            threads = None
+            if client is None:
+                auto_workers, threads = default_workers(len(tasks), device)
+                if workers is not None:
+                    threads = max(1, (os.cpu_count() or 1) // workers)
+                workers = workers or auto_workers
+                where = f"{workers} worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
+            else:
+                where = scheduler
+            lock = threading.Lock()
+            with tqdm(total=len(files), initial=len(plan.failed), unit="file", file=stream, dynamic_ncols=True, desc=f"predicting on {where}") as bar:
+
+                def done() -> None:
+                    with lock:
+                        bar.update(1)
+
+                with _torch_threads(threads):
+                    for r in run_tasks(tasks, client, workers, done):
+                        results[r.path] = r
+    return [results[p] for p in files if p in results]

@@ -1,0 +1,209 @@
+"""Stacks, time series and several images: training data and prediction plane by plane.
+
+A 2D model trains on the planes where strokes were painted, from any number
+of images each with its own annotations, and predicts every plane (or the
+ones asked for) of an N-D image into label-shaped outputs. A 3D model does
+the same with whole volumes. Each plane goes through
+:func:`napari_unet.core.blockwise.predict_plane`, so memory stays bounded by
+a plane's blocks, never the stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generator, Sequence
+
+import numpy as np
+
+from .axes import Planes, view
+from .errors import UserInputError
+from .inference import TileProgress
+from .postprocess import InstanceParams
+from .segmenter import channel_mismatch, model_ndim
+
+
+def training_data(items: Sequence[tuple[Planes, object]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The painted planes (or volumes) of several images, ready for :meth:`Segmenter.train`.
+
+    Parameters
+    ----------
+    items : sequence of (Planes, array-like)
+        Each image's planes and its annotations, of the image's label shape
+        (its shape without the C axis): 0 unlabeled, 1 background, 2.. classes.
+
+    Returns
+    -------
+    images : list of numpy.ndarray
+        float32 ``(C, *spatial)``, one per plane with any painted pixel.
+    annotations : list of numpy.ndarray
+        The matching annotations ``(*spatial)``.
+
+    Raises
+    ------
+    UserInputError
+        When annotations do not have their image's label shape, images
+        differ in channels or spatial dimensions, or nothing is painted.
+    """
+    images: list[np.ndarray] = []
+    annotations: list[np.ndarray] = []
+    first: Planes | None = None
+    for n, (planes, ann) in enumerate(items, start=1):
+        which = f"image {n}" if len(items) > 1 else "the image"
+        if tuple(ann.shape) != planes.label_shape:
+            raise UserInputError(
+                f"annotations of shape {tuple(ann.shape)} do not match {which}'s shape without channels "
+                f"{planes.label_shape} (axes {planes.label_axes!r})"
+            )
+        if first is None:
+            first = planes
+        elif planes.channels != first.channels:
+            raise UserInputError(
+                f"all training images must have the same number of channels: image 1 has {first.channels} "
+                f"(axes {first.axes!r}), image {n} has {planes.channels} (axes {planes.axes!r})"
+            )
+        elif planes.spatial_ndim != first.spatial_ndim:
+            raise UserInputError("all training images must be used in the same number of spatial dimensions (2D or 3D)")
+        for index in planes.indices():
+            # Annotation layers are in memory (napari paints numpy); read the plane's strokes only.
+            plane_ann = np.asarray(ann[planes.label_index(index)])
+            if plane_ann.any():
+                images.append(np.asarray(planes.image(index), dtype=np.float32))
+                annotations.append(plane_ann)
+    if not images:
+        raise UserInputError("no annotations: paint background (label 1) and at least one object class (label 2) first")
+    return images, annotations
+
+
+@dataclass(frozen=True)
+class StackProgress:
+    """Progress of a stack prediction.
+
+    Attributes
+    ----------
+    plane : int
+        Planes finished so far.
+    planes : int
+        Planes to do.
+    tile : TileProgress or None
+        Progress inside the current plane.
+    """
+
+    plane: int
+    planes: int
+    tile: TileProgress | None = None
+
+    @property
+    def fraction(self) -> float:
+        """Share of the work done, 0..1."""
+        if self.planes <= 0:
+            return 1.0
+        inside = self.tile.done / self.tile.total if self.tile is not None and self.tile.total else 0.0
+        return min(1.0, (self.plane + inside) / self.planes)
+
+
+def _check_output(out, shape: tuple[int, ...], name: str, axes: str) -> None:
+    if tuple(out.shape) != tuple(shape):
+        raise UserInputError(f"the {name} output of shape {tuple(out.shape)} does not match the image's {shape} (axes {axes!r})")
+
+
+def iter_predict_stack(
+    segmenter,
+    planes: Planes,
+    semantic_out,
+    instances_out,
+    params: InstanceParams,
+    indices: Sequence[tuple] | None = None,
+    probabilities_out=None,
+    tile: int | None = None,
+) -> Generator[StackProgress, None, int]:
+    """Predict planes (all by default) of an N-D image into label-shaped outputs.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        A trained model whose spatial dimensions are ``planes.spatial_ndim``.
+    planes : Planes
+        The image.
+    semantic_out, instances_out : array-like
+        Writable arrays of ``planes.label_shape`` (numpy, memmap, zarr):
+        semantic classes and instance ids.
+    params : InstanceParams
+        Post-processing parameters.
+    indices : sequence of tuple, optional
+        Plane indices (over ``planes.loop_axes``) to predict; others are
+        left as they are.
+    probabilities_out : array-like, optional
+        Writable ``(n_classes, *label_shape)`` float array for probabilities.
+    tile : int, optional
+        Tile side for the network.
+
+    Yields
+    ------
+    StackProgress
+        After each tile batch, and once more at the end.
+
+    Returns
+    -------
+    int
+        The largest instance id written (the generator's return value).
+
+    Notes
+    -----
+    Instance ids are unique across planes: each plane's ids continue past
+    the largest id so far. When all planes are predicted that is tracked as
+    they are written; when only some are, the largest id of the other planes
+    is read first, one plane at a time.
+    """
+    from . import blockwise  # at call time: tests may stand in for it
+
+    if segmenter.model is None:
+        raise UserInputError("no model yet: train one or load a model file first")
+    ndim = model_ndim(segmenter.config)
+    if ndim != planes.spatial_ndim:
+        raise UserInputError(f"the model is {ndim}D but the image is being predicted in {planes.spatial_ndim}D")
+    if planes.channels != segmenter.config.in_channels:
+        raise channel_mismatch(segmenter.config.in_channels, planes.channels, planes.axes)
+    _check_output(semantic_out, planes.label_shape, "semantic", planes.label_axes)
+    _check_output(instances_out, planes.label_shape, "instances", planes.label_axes)
+    if probabilities_out is not None:
+        _check_output(probabilities_out, (segmenter.config.n_classes,) + planes.label_shape, "probabilities", "C" + planes.label_axes)
+
+    if indices is None:
+        todo = list(planes.indices())
+        offset = 0
+    else:
+        todo = list(dict.fromkeys(tuple(int(i) for i in index) for index in indices))
+        skip = set(todo)
+        offset = 0
+        for index in planes.indices():
+            if index not in skip:
+                offset = max(offset, int(np.max(np.asarray(instances_out[planes.label_index(index)]), initial=0)))
+
+    total = len(todo)
+    for done, index in enumerate(todo):
+        label_key = planes.label_index(index)
+        fixed = tuple(None if isinstance(k, slice) else k for k in label_key)
+        kept = tuple(i for i, f in enumerate(fixed) if f is None)
+        probs = None
+        if probabilities_out is not None:
+            probs = view(probabilities_out, (None,) + fixed, (0,) + tuple(i + 1 for i in kept))
+        gen = blockwise.predict_plane(
+            segmenter,
+            planes.image(index),
+            view(semantic_out, fixed, kept),
+            view(instances_out, fixed, kept),
+            params,
+            probabilities_out=probs,
+            tile=tile,
+            id_offset=offset,
+        )
+        while True:
+            try:
+                progress = next(gen)
+            except StopIteration as finished:
+                top = finished.value
+                break
+            yield StackProgress(done, total, progress)
+        offset = max(offset, int(top) if top is not None else offset)
+    yield StackProgress(total, total, None)
+    return offset

@@ -1,0 +1,206 @@
+"""On-disk arrays for images and results larger than memory.
+
+- :func:`open_output`: a writable zarr or TIFF array, created under a
+  temporary name and moved into place only when writing succeeded, so a
+  failed or interrupted prediction never leaves a partial result at the
+  final path.
+- :func:`open_lazy`: read a zarr store or a TIFF without loading it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import UserInputError
+
+ZARR_SUFFIXES = (".zarr",)
+TIFF_SUFFIXES = (".tif", ".tiff")
+# Classic TIFF addresses 4 GB with 32-bit offsets; stay well below.
+_BIGTIFF_BYTES = 2**31
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(ZARR_SUFFIXES):
+        return "zarr"
+    if name.endswith(TIFF_SUFFIXES):
+        return "tiff"
+    raise UserInputError(f"cannot write {str(path)!r}: the output must end with .zarr, .tif or .tiff")
+
+
+def default_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Chunks of one plane's (up to) 1024 x 1024 pixels: one plane or band is written at a time."""
+    lead = (1,) * (len(shape) - 2)
+    return lead + tuple(max(1, min(int(s), 1024)) for s in shape[-2:])
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _move_into_place(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` onto ``path``, replacing a previous file or zarr folder."""
+    if path.is_dir() and not path.is_symlink():
+        # os.replace cannot replace a non-empty folder: move the old one
+        # aside first, so ``path`` is never a mix of old and new.
+        old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+        os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.replace(old, path)
+            raise
+        _remove(old)
+    else:
+        os.replace(tmp, path)
+
+
+def _create_zarr(path: Path, shape, dtype, chunks):
+    import zarr
+
+    # open_array(mode="w") creates the array on zarr 2.16+ and zarr 3 alike.
+    return zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+
+
+def _create_tiff(path: Path, shape, dtype, axes: str | None):
+    import tifffile
+
+    big = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize > _BIGTIFF_BYTES
+    metadata = {"axes": axes} if axes else {}
+    # Uncompressed and contiguous: the only layout tifffile can memory-map.
+    return tifffile.memmap(str(path), shape=shape, dtype=dtype, bigtiff=big, photometric="minisblack", metadata=metadata)
+
+
+@contextlib.contextmanager
+def open_output(path: str | os.PathLike, shape, dtype, chunks=None, axes: str | None = None) -> Iterator[object]:
+    """A writable on-disk array, moved to ``path`` only when the block succeeds.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``*.zarr`` (a zarr array folder, compressed, chunked) or ``*.tif`` /
+        ``*.tiff`` (uncompressed, memory-mapped; BigTIFF above 2 GB).
+    shape : tuple of int
+        Array shape.
+    dtype : numpy dtype
+        Pixel type.
+    chunks : tuple of int, optional
+        zarr chunks (default :func:`default_chunks`); ignored for TIFF.
+    axes : str, optional
+        Axis letters (e.g. ``"ZYX"``) recorded in the TIFF's metadata.
+
+    Yields
+    ------
+    array-like
+        zarr array or numpy memmap of zeros, written with ``arr[...] = ...``.
+
+    Raises
+    ------
+    UserInputError
+        For an unknown extension or a missing folder.
+
+    Notes
+    -----
+    The data lives under a hidden temporary name in the destination folder
+    while it is written; on success it is renamed onto ``path`` (replacing
+    any previous result), on any exception it is deleted.
+    """
+    path = Path(path)
+    kind = _kind(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserInputError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
+    shape = tuple(int(s) for s in shape)
+    # The temporary lives in the destination folder so the final rename
+    # stays on one filesystem (atomic).
+    if kind == "zarr":
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp.zarr", dir=folder))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=folder)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        if kind == "zarr":
+            array = _create_zarr(tmp, shape, dtype, tuple(chunks) if chunks else default_chunks(shape))
+        else:
+            array = _create_tiff(tmp, shape, dtype, axes)
+        yield array
+        if kind == "tiff":
+            array.flush()
+        del array
+        _move_into_place(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def open_lazy(path: str | os.PathLike):
+    """Open a zarr store or a TIFF for reading without loading its pixels.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.zarr`` array or group (a group's full-resolution level: the
+        first OME-Zarr multiscale dataset, else its first array), or a TIFF
+        (memory-mapped when uncompressed, else read chunk by chunk through
+        tifffile's zarr store; level 0 of a pyramid).
+
+    Returns
+    -------
+    array-like
+        With ``shape``, ``dtype``, ``ndim`` and slicing that reads only the
+        requested region. A TIFF read through tifffile's zarr store keeps
+        its file open until ``array.store.close()``.
+
+    Raises
+    ------
+    UserInputError
+        If the path is missing or not a readable array.
+    """
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise UserInputError(f"file not found: {str(path)!r}")
+    name = path.name.lower()
+    try:
+        if name.endswith(TIFF_SUFFIXES):
+            import tifffile
+
+            try:
+                return tifffile.memmap(str(path), mode="r")
+            except ValueError:  # compressed or tiled: not memory-mappable
+                return _full_resolution(zarr.open(tifffile.imread(str(path), aszarr=True), mode="r"))
+        return _full_resolution(zarr.open(str(path), mode="r"))
+    except UserInputError:
+        raise
+    except Exception as exc:  # zarr/tifffile raise many types for unreadable data
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserInputError(f"cannot read {str(path)!r} as an image ({reason})") from exc
+
+
+def _full_resolution(node):
+    """The array itself, or a group's full-resolution array."""
+    if hasattr(node, "shape") and hasattr(node, "dtype"):
+        return node
+    attrs = dict(node.attrs)
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if multiscales:
+        return node[multiscales[0]["datasets"][0]["path"]]
+    keys = sorted(k for k, _ in node.arrays())
+    if not keys:
+        raise UserInputError("the zarr group holds no array")
+    return node[keys[0]]
+
