@@ -1,18 +1,21 @@
-"""The "Advanced" settings of the dock widget: device, architecture, training budget.
+"""The "Advanced" settings of the dock widget: device, architecture, training budget, axes, outputs.
 
 Turns its spin boxes into engine objects (:class:`TrainConfig`, a device
-name, an optional depth/width) so the widget never parses numbers itself.
+name, an optional depth/width, a channel-axis choice, a 2D/3D model, a
+folder for large results) so the widget never parses numbers itself.
 """
 
 from __future__ import annotations
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QSpinBox, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget
 
 from napari_unet.core.device import DEVICE_CHOICES
 from napari_unet.core.training import TrainConfig
 
 AUTO = "auto"
+#: Channel-axis choice: no channel axis (every axis is a plane/stack axis).
+NO_CHANNEL = "none"
 
 
 class AdvancedSettings(QWidget):
@@ -88,6 +91,56 @@ class AdvancedSettings(QWidget):
         self.live_preview = QCheckBox("Live preview while training")
         self.live_preview.setToolTip("Every few seconds, predict the image with the current weights (slows CPU training a little).")
         form.addRow(self.live_preview)
+
+        self.channel_axis = QComboBox()
+        self.channel_axis.setToolTip(
+            "Which axis of the image holds its channels. auto: the file's axes, RGB colours, else none. "
+            "Stored with the image layer."
+        )
+        self.set_channel_choices(2)
+        form.addRow("Channel axis", self.channel_axis)
+
+        self.model_3d = QCheckBox("3D U-Net (volumes)")
+        self.model_3d.setToolTip(
+            "Train and predict whole Z volumes with a 3D U-Net (needs an image with a Z axis). "
+            "Applies to a fresh model: press Reset model."
+        )
+        self.model_3d.setEnabled(False)
+        form.addRow(self.model_3d)
+
+        self.results_folder = QLineEdit()
+        self.results_folder.setPlaceholderText("temporary folder")
+        self.results_folder.setToolTip(
+            "Where predictions too large for memory are written (zarr stores); a temporary folder when empty."
+        )
+        self.results_browse = QPushButton("…")
+        self.results_browse.setMaximumWidth(30)
+        self.results_browse.clicked.connect(self._choose_results_folder)
+        folder = QHBoxLayout()
+        folder.addWidget(self.results_folder, 1)
+        folder.addWidget(self.results_browse)
+        form.addRow("Large results", folder)
+
+    def _choose_results_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for large prediction results")
+        if folder:
+            self.results_folder.setText(folder)
+
+    def set_channel_choices(self, ndim: int, current: str = AUTO) -> None:
+        """Offer auto, none and the axis numbers of an ``ndim``-dimensional image (signals blocked)."""
+        self.channel_axis.blockSignals(True)
+        self.channel_axis.clear()
+        self.channel_axis.addItems([AUTO, NO_CHANNEL] + [str(i) for i in range(ndim)])
+        self.channel_axis.setCurrentText(current if self.channel_axis.findText(current) >= 0 else AUTO)
+        self.channel_axis.blockSignals(False)
+
+    def spatial_ndim(self) -> int:
+        """3 when the 3D U-Net is chosen (and possible), else 2."""
+        return 3 if self.model_3d.isEnabled() and self.model_3d.isChecked() else 2
+
+    def results_dir(self) -> str | None:
+        """The chosen folder for large results, or None for a temporary one."""
+        return self.results_folder.text().strip() or None
 
     # -- values ----------------------------------------------------------------
     def device_name(self) -> str:

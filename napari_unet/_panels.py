@@ -29,6 +29,9 @@ from ._colormaps import class_color
 from ._loss_plot import LossPlot
 from ._progress_bar import ProgressBar
 
+#: Prediction scopes of a stack.
+CURRENT_PLANE, WHOLE_STACK = "current plane", "whole stack"
+
 
 def _row(*widgets: QWidget, stretch_first: bool = False) -> QHBoxLayout:
     row = QHBoxLayout()
@@ -50,7 +53,7 @@ class DataPanel(QGroupBox):
         super().__init__("Data", parent)
         form = _form(self)
         self.image_combo = QComboBox()
-        self.image_combo.setToolTip("The 2D image to train on and predict.")
+        self.image_combo.setToolTip("The image to train on and predict: 2D, a (T)(Z)YX stack, multichannel or RGB.")
         self.open_button = QPushButton("Open…")
         self.open_button.setToolTip("Add TIFF images (files or a whole folder) as image layers.")
         self.open_menu = QMenu(self.open_button)
@@ -68,6 +71,17 @@ class DataPanel(QGroupBox):
         )
         hint.setTextFormat(Qt.TextFormat.RichText)
         form.addRow(hint)
+        self.train_all = QCheckBox("Train on all annotated images")
+        self.train_all.setChecked(True)
+        self.train_all.setToolTip(
+            "Also train on every other image layer with its own painted annotations layer "
+            "(made with New, or named '<image> annotations')."
+        )
+        form.addRow(self.train_all)
+        self.training_status = QLabel("Training on: nothing painted yet")
+        self.training_status.setWordWrap(True)
+        self.training_status.setToolTip("The images and painted planes the next training learns from.")
+        form.addRow(self.training_status)
 
 
 class TrainingPanel(QGroupBox):
@@ -111,6 +125,16 @@ class PredictionPanel(QGroupBox):
         self.show_probabilities = QCheckBox("probabilities")
         self.show_probabilities.setToolTip("Also show the object probability as an image layer.")
         layout.addLayout(_row(self.predict_button, self.auto_predict, self.show_probabilities))
+        self.scope = QComboBox()
+        self.scope.addItems([CURRENT_PLANE, WHOLE_STACK])
+        self.scope.setToolTip(
+            "Current plane: predict the plane shown (follows the slider when 'after training' is on). "
+            "Whole stack: predict every plane, with progress."
+        )
+        self.scope.setEnabled(False)  # enabled for images with more than one plane
+        form_scope = _form()
+        form_scope.addRow("Predict", self.scope)
+        layout.addLayout(form_scope)
         self.progress = ProgressBar()
         self.progress.setMaximumHeight(10)
         self.progress.setTextVisible(False)

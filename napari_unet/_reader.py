@@ -3,6 +3,24 @@
 Uses :func:`napari_unet.core.tiff_io.read_image`, the same function as the
 CLI, so an image opens in napari exactly as the engine will see it (and a
 corrupt file or NaN pixels give a readable message rather than a traceback).
+
+N-D files keep their axes (ImageJ/OME/tifffile metadata, read by
+:func:`napari_unet.core.axes.axes_from_tiff`) in the layer's
+``metadata["axes"]``, which the widget uses to tell channels, planes and
+space apart:
+
+- RGB(A) colour (a last channel axis of 3 or 4 uint8 samples) opens as an
+  ``rgb=True`` layer, axes ``"...YXC"``.
+- Other channels stay in **one** layer, because the model trains on all
+  channels of an image together; napari's ``channel_axis`` (one layer per
+  channel) is deliberately not used. The channel axis is moved first
+  (e.g. ImageJ's ``"TZCYX"`` opens as ``"CTZYX"``): napari aligns layers of
+  different dimensionality by their last axes, so only then do the
+  annotation and result layers (the image's shape without channels) line
+  up with the image. The channel axis shows as a slider.
+- Files larger than :data:`LAZY_BYTES` open lazily (a dask array over a
+  memory map or tifffile's zarr store), so they are never read whole; their
+  pixels are not checked for NaNs.
 """
 
 from __future__ import annotations
@@ -11,9 +29,14 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
+from napari_unet.core.axes import axes_from_tiff
 from napari_unet.core.tiff_io import read_image
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: Files larger than this (bytes) open lazily instead of being read into memory.
+LAZY_BYTES = 2**30
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathLike = str | os.PathLike
@@ -43,6 +66,41 @@ def napari_get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], li
     return read_tiffs
 
 
+def _read_lazy(path: PathLike) -> Any:
+    import dask.array as da
+
+    from napari_unet.core.stores import open_lazy
+
+    array = open_lazy(path)
+    chunks = tuple(1 for _ in array.shape[:-2]) + tuple(min(s, 2048) for s in array.shape[-2:])
+    return da.from_array(array, chunks=chunks)
+
+
+def read_tiff_layer(path: PathLike) -> LayerData:
+    """One TIFF as napari layer data: pixels, ``{"name", "rgb", "metadata": {"axes"}}``, ``"image"``.
+
+    Raises
+    ------
+    UserInputError
+        If the file is missing, unreadable or (when read whole) has NaN/infinite pixels.
+    """
+    path = Path(path)
+    lazy = path.is_file() and path.stat().st_size > LAZY_BYTES
+    data = _read_lazy(path) if lazy else read_image(path)
+    stem = path.stem[: -len(".ome")] if path.stem.lower().endswith(".ome") else path.stem
+    meta: dict[str, Any] = {"name": stem}
+    axes = axes_from_tiff(path)
+    if axes is None or len(axes) != data.ndim:
+        return data, meta, "image"  # no usable axes: napari (and the widget) guess
+    rgb = axes[-1] == "C" and data.shape[-1] in (3, 4) and data.dtype == np.uint8
+    if "C" in axes and not rgb and axes[0] != "C":
+        c = axes.index("C")
+        data = data.transpose((c,) + tuple(i for i in range(data.ndim) if i != c))  # a view (lazy for dask)
+        axes = "C" + axes.replace("C", "")
+    meta.update(rgb=rgb, metadata={"axes": axes})
+    return data, meta, "image"
+
+
 def read_tiffs(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     """Read one or more TIFF images as napari image layers named after the files.
 
@@ -54,7 +112,7 @@ def read_tiffs(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     Returns
     -------
     list of tuple
-        ``(data, {"name": stem}, "image")`` per file.
+        ``(data, meta, "image")`` per file, see :func:`read_tiff_layer`.
 
     Raises
     ------
@@ -62,4 +120,4 @@ def read_tiffs(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
         If a file is missing, unreadable or has NaN/infinite pixels.
     """
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    return [(read_image(p), {"name": Path(p).stem}, "image") for p in paths]
+    return [read_tiff_layer(p) for p in paths]

@@ -2,15 +2,25 @@
 
 Everything slow (training, prediction, post-processing) runs in napari
 thread workers (:mod:`napari_unet._workers`); this module only reads
-layers, copies their data on the GUI thread, starts workers and writes
-results back into layers from the workers' signals, so the viewer stays
-responsive while the network trains.
+layers, copies the painted planes on the GUI thread, starts workers and
+writes results back into layers from the workers' signals, so the viewer
+stays responsive while the network trains.
+
+Images may be 2D, (T)(Z)YX stacks, multichannel or RGB, several image
+layers, and lazy (dask, zarr, multiscale) layers: each image layer is read
+through a lazy :class:`~napari_unet.core.axes.Planes` view, so prediction
+never materialises a whole stack; label layers (annotations and results)
+have the image's *label shape*, its shape without the channel axis.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
+import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -22,21 +32,47 @@ from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QMainWindow, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
+from napari_unet.core.axes import Planes
 from napari_unet.core.device import describe_device, resolve_device
 from napari_unet.core.errors import UserInputError
 from napari_unet.core.inference import TileProgress
-from napari_unet.core.model import UNetConfig, default_config
+from napari_unet.core.model import default_config
 from napari_unet.core.postprocess import InstanceParams
-from napari_unet.core.segmenter import Segmenter
+from napari_unet.core.segmenter import Segmenter, channel_mismatch
+from napari_unet.core.stack import StackProgress
 from napari_unet.core.training import TrainProgress
 
 from ._advanced import AdvancedSettings
 from ._colormaps import annotation_colormap, semantic_colormap
 from ._history import describe_model, history_curves
-from ._panels import DataPanel, FilesPanel, PredictionPanel, TrainingPanel
+from ._panels import WHOLE_STACK, DataPanel, FilesPanel, PredictionPanel, TrainingPanel
 from ._reader import is_tiff, napari_get_reader
-from ._result_layers import Target, find_layer, write_layer
-from ._workers import Prediction, predict_steps, repostprocess, snapshot, train_steps
+from ._result_layers import (
+    AUTO,
+    CHANNEL_KEY,
+    IMAGE_KEY,
+    LARGE_LABELS,
+    Target,
+    channel_misaligned,
+    find_layer,
+    full_resolution,
+    image_planes,
+    is_lazy,
+    layer_axes,
+    write_layer,
+    write_plane,
+)
+from ._workers import (
+    Prediction,
+    StackPrediction,
+    TrainingSet,
+    painted_planes,
+    predict_stack_steps,
+    predict_steps,
+    repostprocess,
+    snapshot,
+    train_steps,
+)
 from ._writer import write_labels_layer
 
 if TYPE_CHECKING:
@@ -48,13 +84,40 @@ logger = logging.getLogger(__name__)
 PREVIEW_EVERY_MS = 4000
 #: Wait after the last instance-parameter change before post-processing again.
 POSTPROCESS_DEBOUNCE_MS = 150
+#: Wait after the slider stops before predicting the plane it shows.
+FOLLOW_DEBOUNCE_MS = 250
+#: Wait after painting or layer changes before recounting the painted planes.
+STATUS_DEBOUNCE_MS = 400
 #: How long closing the viewer waits for a worker to notice it must stop.
 SHUTDOWN_TIMEOUT_S = 15.0
+#: Probability layers of stacks are kept in memory up to this many voxels.
+PROBABILITY_MAX_VOXELS = 2**25
 
 
 def _format_seconds(seconds: float) -> str:
     seconds = max(0, round(seconds))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A prediction asked for: the image's layer name, and the whole stack or the plane shown."""
+
+    name: str
+    whole: bool = False
+
+
+@dataclass(frozen=True)
+class _Cached:
+    """The last plane predicted: its probabilities, for re-post-processing without the network."""
+
+    target: Target
+    planes: Planes
+    prediction: Prediction
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self.prediction.probabilities
 
 
 class UNetWidget(QWidget):
@@ -82,6 +145,12 @@ class UNetWidget(QWidget):
     :meth:`save_model`, :meth:`load_model` and :meth:`export_labels`, which
     scripts and tests may call directly (the file methods take a path and
     skip the dialogs).
+
+    Stacks: strokes on any planes train the model; Predict writes the plane
+    shown by napari's sliders ("current plane", which then follows the
+    slider while "after training" is on) or every plane ("whole stack").
+    Results larger than :data:`~napari_unet._result_layers.LARGE_LABELS`
+    voxels are written to zarr stores (Advanced ▸ Large results).
     """
 
     training_finished = Signal()
@@ -94,21 +163,27 @@ class UNetWidget(QWidget):
         self.segmenter = Segmenter(device="auto")
         #: Training seed (None: different every run); scripts and tests set it.
         self.seed: int | None = None
+        #: What the last training run learned from (after :meth:`train`).
+        self.training_set: TrainingSet | None = None
 
         self._workers: dict[str, tuple[Any, threading.Event]] = {}  # running: key -> (worker, done)
         self._stop_training = threading.Event()
         self._snapshot_request = threading.Event()
         self._cancel_prediction = threading.Event()
-        self._train_image: Target | None = None
+        self._train_image: str | None = None
         self._train_failed = False
         self._last_progress: TrainProgress | None = None
-        self._predict_target: Target | None = None
-        self._pending_target: Target | None = None  # Predict pressed while training
-        self._predict_again = False
-        self._cache: tuple[Target, np.ndarray] | None = None  # probabilities of the last prediction
-        self._postprocess_target: Target | None = None
+        self._predict_job: tuple[Target, Planes] | None = None
+        self._predicting_stack = False  # a whole-stack prediction runs: Predict cancels it
+        self._pending_request: _Request | None = None  # Predict pressed while training
+        self._again_request: _Request | None = None  # Predict pressed while predicting
+        self._cache: _Cached | None = None  # probabilities of the last plane predicted (one plane: bounded memory)
         self._postprocess_again = False
+        self._predicted: dict[str, set] = {}  # image name -> plane indices predicted with this model and parameters
         self._prediction_layers: set = set()  # unique_ids of the layers we write
+        self._warned: set[str] = set()
+        self._temp_dirs: list[Path] = []
+        self._plane_stores: dict[str, Path] = {}  # image name -> folder of the empty stores made for plane results
         self._closing = False
         self._main_window: QObject | None = None
 
@@ -139,15 +214,19 @@ class UNetWidget(QWidget):
         # Short names for the controls used most (tests and scripts use them too).
         data, training, prediction, files = self.data_panel, self.training_panel, self.prediction_panel, self.files_panel
         self.image_combo, self.annotations_combo = data.image_combo, data.annotations_combo
+        self.train_all, self.training_status = data.train_all, data.training_status
         self.train_button, self.stop_button, self.reset_button = training.train_button, training.stop_button, training.reset_button
         self.train_progress, self.loss_plot = training.progress, training.loss_plot
         self.device_label, self.model_label = training.device_label, training.model_label
         self.predict_button, self.predict_progress = prediction.predict_button, prediction.progress
         self.auto_predict, self.show_probabilities = prediction.auto_predict, prediction.show_probabilities
+        self.predict_scope = prediction.scope
         self.threshold, self.min_size, self.split_strength = prediction.threshold, prediction.min_size, prediction.split_strength
         self.load_button = files.load_button
 
         data.image_combo.currentTextChanged.connect(self._on_image_changed)
+        data.annotations_combo.currentTextChanged.connect(self._schedule_status)
+        data.train_all.toggled.connect(self._schedule_status)
         data.open_menu.addAction("TIFF files…", self._open_files_dialog)
         data.open_menu.addAction("Folder of TIFFs…", self._open_folder_dialog)
         data.new_annotations_button.clicked.connect(self.new_annotations)
@@ -160,18 +239,27 @@ class UNetWidget(QWidget):
         files.load_button.clicked.connect(self._load_model_dialog)
         files.export_button.clicked.connect(self._export_labels_dialog)
         self.advanced.device_changed.connect(self._show_device)
+        self.advanced.channel_axis.currentTextChanged.connect(self._on_channel_axis_changed)
+        self.advanced.model_3d.toggled.connect(self._schedule_status)
 
         # Parameter changes re-run only post-processing, after a short pause.
-        self._postprocess_timer = QTimer(self)
-        self._postprocess_timer.setSingleShot(True)
-        self._postprocess_timer.setInterval(POSTPROCESS_DEBOUNCE_MS)
-        self._postprocess_timer.timeout.connect(self._start_postprocess)
+        self._postprocess_timer = self._single_shot(POSTPROCESS_DEBOUNCE_MS, self._start_postprocess)
         for control in (self.threshold, self.min_size, self.split_strength):
             control.valueChanged.connect(self._schedule_postprocess)
+        # Slider moves predict the plane shown once the slider rests.
+        self._follow_timer = self._single_shot(FOLLOW_DEBOUNCE_MS, self._follow_slider)
+        self._status_timer = self._single_shot(STATUS_DEBOUNCE_MS, self._update_training_status)
 
         self._preview_timer = QTimer(self)
         self._preview_timer.setInterval(PREVIEW_EVERY_MS)
         self._preview_timer.timeout.connect(self._request_preview)
+
+    def _single_shot(self, msec: int, slot: Any) -> QTimer:
+        timer = QTimer(self)
+        timer.setSingleShot(True)
+        timer.setInterval(msec)
+        timer.timeout.connect(slot)
+        return timer
 
     def _theme_colors(self) -> tuple[str, str]:
         """Plot background and text colours from the viewer's napari theme."""
@@ -183,27 +271,47 @@ class UNetWidget(QWidget):
         except (ValueError, KeyError, AttributeError):  # custom or "system" theme without colours
             return "#262930", "#f0f1f2"
 
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            show_warning(message)
+
     # =========================================================================
     # layer choices
     # =========================================================================
+    def _layer_events(self, layer: Any) -> list:
+        events = [layer.events.name]
+        if isinstance(layer, Labels):  # painting changes what the next training sees
+            events += [layer.events.data] + ([layer.events.paint] if hasattr(layer.events, "paint") else [])
+        return events
+
     def _connect_viewer(self) -> None:
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layer_inserted)
         events.removed.connect(self._refresh_layer_choices)
         events.moved.connect(self._refresh_layer_choices)
         for layer in self.viewer.layers:
-            layer.events.name.connect(self._refresh_layer_choices)
+            self._connect_layer(layer)
+        self.viewer.dims.events.current_step.connect(self._on_step_changed)
+
+    def _connect_layer(self, layer: Any) -> None:
+        layer.events.name.connect(self._refresh_layer_choices)
+        for event in self._layer_events(layer)[1:]:
+            event.connect(self._schedule_status)
 
     def _disconnect_viewer(self) -> None:
         events = self.viewer.layers.events
         events.inserted.disconnect(self._on_layer_inserted)
         events.removed.disconnect(self._refresh_layer_choices)
         events.moved.disconnect(self._refresh_layer_choices)
+        self.viewer.dims.events.current_step.disconnect(self._on_step_changed)
         for layer in self.viewer.layers:
             layer.events.name.disconnect(self._refresh_layer_choices)
+            for event in self._layer_events(layer)[1:]:
+                event.disconnect(self._schedule_status)
 
     def _on_layer_inserted(self, event) -> None:
-        event.value.events.name.connect(self._refresh_layer_choices)
+        self._connect_layer(event.value)
         self._refresh_layer_choices()
 
     def _refresh_layer_choices(self, event=None) -> None:
@@ -213,7 +321,8 @@ class UNetWidget(QWidget):
         images = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer.unique_id not in ours]
         labels = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels) and layer.unique_id not in ours]
         image = self._set_choices(self.image_combo, images)
-        self._set_choices(self.annotations_combo, labels, prefer=f"{image} annotations" if image else None)
+        self._set_choices(self.annotations_combo, labels, prefer=self._paired_name(image) if image else None)
+        self._schedule_status()
 
     @staticmethod
     def _set_choices(combo: QComboBox, names: list[str], prefer: str | None = None) -> str:
@@ -233,11 +342,48 @@ class UNetWidget(QWidget):
             combo.currentTextChanged.emit(combo.currentText())
         return combo.currentText()
 
+    def _paired_name(self, image: str) -> str:
+        """The annotations layer of ``image``: one made for it by New, else ``"<image> annotations"``."""
+        for layer in self.viewer.layers:
+            if isinstance(layer, Labels) and layer.metadata.get(IMAGE_KEY) == image and layer.unique_id not in self._prediction_layers:
+                return layer.name
+        return f"{image} annotations"
+
     def _on_image_changed(self, name: str) -> None:
-        # Pair the image with its "<image> annotations" layer when there is one.
-        paired = f"{name} annotations"
+        # Pair the image with its annotations layer when there is one.
+        paired = self._paired_name(name)
         if self.annotations_combo.findText(paired) >= 0:
             self.annotations_combo.setCurrentText(paired)
+        self._update_image_options()
+
+    def _update_image_options(self) -> None:
+        """Channel-axis choices, the 3D option and the prediction scope for the chosen image."""
+        layer = self.image_layer()
+        if layer is None:
+            self.advanced.set_channel_choices(2)
+            self.advanced.model_3d.setEnabled(False)
+            self.predict_scope.setEnabled(False)
+            return
+        self.advanced.set_channel_choices(full_resolution(layer).ndim, str(layer.metadata.get(CHANNEL_KEY, AUTO)))
+        try:
+            axes = layer_axes(layer)
+            planes = len(image_planes(layer, self._spatial_ndim() if "Z" in axes else 2))
+        except UserInputError:
+            axes, planes = "", 1
+        self.advanced.model_3d.setEnabled("Z" in axes)
+        self.predict_scope.setEnabled(planes > 1)
+        self._schedule_status()
+
+    def _on_channel_axis_changed(self, choice: str) -> None:
+        layer = self.image_layer()
+        if layer is None:
+            return
+        layer.metadata[CHANNEL_KEY] = choice  # remembered per image (training on several images reads it)
+        self._update_image_options()
+        try:
+            layer_axes(layer)
+        except UserInputError as exc:
+            show_error(str(exc))
 
     def image_layer(self) -> Image | None:
         """The image layer chosen in the widget, if any."""
@@ -251,10 +397,37 @@ class UNetWidget(QWidget):
         layer = self.image_layer()
         if layer is None:
             raise UserInputError("no image selected: open an image (Open…) or choose one in the Image list")
-        if layer.multiscale or layer.rgb or layer.ndim != 2:
-            kind = "multiscale" if layer.multiscale else "RGB" if layer.rgb else f"{layer.ndim}D"
-            raise UserInputError(f"'{layer.name}' is a {kind} image; napari-unet handles single-channel 2D images for now")
         return layer
+
+    def _spatial_ndim(self) -> int:
+        """2 or 3: the model's when there is one, else the Advanced choice."""
+        if self.segmenter.model is not None and self.segmenter.config is not None:
+            return int(getattr(self.segmenter.config, "ndim", 2))
+        return self.advanced.spatial_ndim()
+
+    def _planes(self, layer: Image) -> Planes:
+        """The layer as planes for the current model, warning once when napari cannot align its labels."""
+        planes = image_planes(layer, self._spatial_ndim())
+        if channel_misaligned(layer, planes.axes):
+            self._warn_once(
+                f"misaligned {layer.name}",
+                f"'{layer.name}' has its channel axis at position {planes.axes.index('C')} (axes '{planes.axes}'): "
+                "napari aligns label layers with the last axes, so annotations will not line up. "
+                "Move the channel axis first.",
+            )
+        return planes
+
+    def _current_index(self, layer: Image, planes: Planes) -> tuple:
+        """The loop index of the plane (or volume) napari's sliders show for ``layer``."""
+        if not planes.loop_axes:
+            return ()
+        position = layer.world_to_data(self.viewer.dims.point)
+        layer_dims = planes.axes[:-1] if layer.rgb else planes.axes  # an RGB layer has no colour dimension
+        index = []
+        for letter, size in zip(planes.loop_axes, planes.loop_shape):
+            value = position[layer_dims.index(letter)]
+            index.append(int(np.clip(np.round(value), 0, size - 1)))
+        return tuple(index)
 
     # =========================================================================
     # files
@@ -357,7 +530,7 @@ class UNetWidget(QWidget):
             show_error(f"Could not read the model file: {exc}")
             return False
         self.segmenter = segmenter
-        self._cache = None
+        self._model_changed()
         self.loss_plot.set_curves(history_curves(segmenter.history))
         self._show_model_info()
         self._show_device()
@@ -404,6 +577,10 @@ class UNetWidget(QWidget):
     def new_annotations(self) -> Labels | None:
         """Add (or select) the image's annotations layer, ready to paint background (1).
 
+        The layer has the image's label shape (its shape without the channel
+        axis) and the image's scale and translate, and remembers its image in
+        ``metadata["napari_unet_image"]``.
+
         Returns
         -------
         Labels or None
@@ -411,31 +588,129 @@ class UNetWidget(QWidget):
         """
         try:
             image = self._require_image()
+            target = Target.of(image, self._planes(image).axes)
         except UserInputError as exc:
             show_error(str(exc))
             return None
         name = f"{image.name} annotations"
         layer = find_layer(self.viewer, name, Labels)
-        if layer is not None and layer.data.shape == image.data.shape:
+        if layer is not None and layer.data.shape == target.label_shape:
             # e.g. the sample's strokes: give them the legend's colours.
             layer.colormap = annotation_colormap()
+            layer.metadata[IMAGE_KEY] = image.name
             show_info(f"'{name}' already exists: selected it.")
         else:
-            shape = tuple(image.data.shape)
+            shape = target.label_shape
+            if target.voxels > LARGE_LABELS:
+                self._warn_once(f"large annotations {image.name}", f"'{image.name}' is large: its annotations layer takes {target.voxels / 2**30:.1f} GB of memory.")
             layer = self.viewer.add_labels(
                 np.zeros(shape, dtype=np.uint8),
                 name=name if layer is None else f"{name} {len(self.viewer.layers)}",
-                scale=image.scale,
-                translate=image.translate,
+                scale=target.scale,
+                translate=target.translate,
                 colormap=annotation_colormap(),
                 opacity=0.8,
+                metadata={IMAGE_KEY: image.name},
             )
-            layer.brush_size = max(3, min(shape) // 64)
+            layer.brush_size = max(3, min(shape[-2:]) // 64)
         layer.selected_label = 1
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
         self.annotations_combo.setCurrentText(layer.name)
         return layer
+
+    def annotation_pairs(self) -> list[tuple[Image, Labels]]:
+        """The (image, annotations) layer pairs to train on, the chosen pair first.
+
+        Besides the pair chosen in the Image/Annotations lists, and when
+        "Train on all annotated images" is on, every other image layer with an
+        annotations layer of its own (made by New, or named
+        ``"<image> annotations"``).
+        """
+        ours = self._prediction_layers
+        image, annotations = self.image_layer(), self.annotations_layer()
+        pairs: list[tuple[Image, Labels]] = []
+        if image is not None and annotations is not None and annotations.unique_id not in ours:
+            pairs.append((image, annotations))
+        used = {id(layer) for pair in pairs for layer in pair}
+        for labels in self.viewer.layers:
+            if not isinstance(labels, Labels) or labels.unique_id in ours or id(labels) in used:
+                continue
+            name = labels.metadata.get(IMAGE_KEY)
+            if name is None and labels.name.endswith(" annotations"):
+                name = labels.name[: -len(" annotations")]
+            other = find_layer(self.viewer, name, Image) if name else None
+            if other is not None and id(other) not in used and other.unique_id not in ours:
+                pairs.append((other, labels))
+                used.update((id(other), id(labels)))
+        return pairs
+
+    def _check_pair(self, image: Image, annotations: Labels, planes: Planes) -> None:
+        if tuple(annotations.data.shape) != tuple(planes.label_shape):
+            raise UserInputError(
+                f"the annotations '{annotations.name}' have shape {tuple(annotations.data.shape)} but the image "
+                f"'{image.name}' needs shape {tuple(planes.label_shape)} (axes '{planes.axes}' without C): they do not match"
+            )
+
+    def _training_set(self, quiet: bool = False) -> TrainingSet:
+        """The painted planes to train on (copies; lazy image planes stay lazy until the worker reads them).
+
+        Raises
+        ------
+        UserInputError
+            No image or annotations chosen, or the chosen pair does not fit.
+        """
+        image = self._require_image()
+        annotations = self.annotations_layer()
+        if annotations is None:
+            raise UserInputError("no annotations layer: press New next to Annotations and paint 1 = background, 2 = object")
+        if annotations.unique_id in self._prediction_layers:
+            raise UserInputError(f"'{annotations.name}' is a prediction; choose (or create) an annotations layer")
+        pairs = self.annotation_pairs()
+        if not self.train_all.isChecked():
+            pairs = pairs[:1]
+        ndim = self._spatial_ndim()
+        images, labels, sources = [], [], []
+        for number, (image_layer, annotations_layer) in enumerate(pairs):
+            try:
+                planes = self._planes(image_layer) if not quiet else image_planes(image_layer, ndim)
+                self._check_pair(image_layer, annotations_layer, planes)
+            except UserInputError as exc:
+                if number == 0:
+                    raise
+                if not quiet:
+                    show_warning(f"Not training on '{image_layer.name}': {exc}")
+                continue
+            if quiet:  # count only: no copies
+                data = annotations_layer.data
+                count = sum(bool(np.asarray(data[planes.label_index(i)]).any()) for i in planes.indices())
+                images += [None] * count
+                labels += [None] * count
+            else:
+                found, painted = painted_planes(planes, annotations_layer.data, copy_images=not is_lazy(planes.data))
+                images += found
+                labels += painted
+                count = len(found)
+            if count:
+                sources.append((image_layer.name, count))
+        return TrainingSet(images, labels, sources)
+
+    def _schedule_status(self, *_: Any) -> None:
+        if not self._closing:
+            self._status_timer.start()
+
+    def _update_training_status(self) -> None:
+        """Say what the next training learns from: "Training on: 2 images, 5 painted planes"."""
+        if self._closing:
+            return
+        self.train_all.setEnabled(len(self.annotation_pairs()) > 1)
+        try:
+            found = self._training_set(quiet=True)
+        except UserInputError:
+            self.training_status.setText("Training on: nothing yet (choose an image and its annotations)")
+            return
+        unit = "volume" if self._spatial_ndim() == 3 else "plane"
+        self.training_status.setText(f"Training on: {found.describe(unit)}" if found.sources else "Training on: nothing painted yet")
 
     # =========================================================================
     # training
@@ -451,42 +726,47 @@ class UNetWidget(QWidget):
         return "predict" in self._workers
 
     def train(self) -> None:
-        """Fine-tune the model on the chosen annotations in a background worker.
+        """Fine-tune the model on the painted annotations in a background worker.
 
-        The annotations are copied now, so painting may continue while it
-        trains; the first training (or the first after Reset) starts a fresh
-        model. Problems are shown as notifications.
+        Only the painted planes are copied (now, so painting may continue
+        while it trains), from the chosen image and, with "Train on all
+        annotated images", every other image with its own annotations. The
+        first training (or the first after Reset) starts a fresh model (a 3D
+        U-Net when chosen in Advanced). Problems are shown as notifications.
         """
         if self.is_training:
             show_warning("Training is already running: press Stop first, or wait for it to finish.")
             return
         try:
             image_layer = self._require_image()
-            annotations_layer = self.annotations_layer()
-            if annotations_layer is None:
-                raise UserInputError("no annotations layer: press New next to Annotations and paint 1 = background, 2 = object")
-            if annotations_layer.unique_id in self._prediction_layers:
-                raise UserInputError(f"'{annotations_layer.name}' is a prediction; choose (or create) an annotations layer")
-            image = np.array(image_layer.data, copy=True)
-            annotations = np.array(annotations_layer.data, copy=True)
-            if annotations.shape != image.shape:
-                raise UserInputError(
-                    f"the annotations '{annotations_layer.name}' have shape {annotations.shape} "
-                    f"but the image '{image_layer.name}' has shape {image.shape}"
-                )
+            if self.segmenter.model is not None and self.advanced.spatial_ndim() != self._spatial_ndim():
+                show_info(f"The model is a {self._spatial_ndim()}D U-Net: press Reset model to train a {self.advanced.spatial_ndim()}D one.")
+            found = self._training_set()
             config = self.advanced.train_config(seed=self.seed)
-            self._prepare_model(annotations)
+            self._prepare_model(found)
         except UserInputError as exc:
             show_error(str(exc))
             return
 
-        self._train_image = Target.of(image_layer)
+        self.training_set = found
+        unit = "volume" if self._spatial_ndim() == 3 else "plane"
+        self.training_status.setText(f"Training on: {found.describe(unit)}" if found.sources else "Training on: nothing painted yet")
+        self._train_image = image_layer.name
         self._train_failed = False
         self._last_progress = None
         self._stop_training.clear()
         self._snapshot_request.clear()
         worker = create_worker(
-            train_steps, self.segmenter, image, annotations, config, self._stop_training, self._snapshot_request, _start_thread=False, _ignore_errors=True
+            train_steps,
+            self.segmenter,
+            found.images,
+            found.annotations,
+            config,
+            self._stop_training,
+            self._snapshot_request,
+            ndim=self._spatial_ndim(),
+            _start_thread=False,
+            _ignore_errors=True,
         )
         worker.yielded.connect(self._on_train_yielded)
         worker.errored.connect(self._on_train_error)
@@ -502,16 +782,18 @@ class UNetWidget(QWidget):
         if self.advanced.live_preview.isChecked():
             self._preview_timer.start()
 
-    def _prepare_model(self, annotations: np.ndarray) -> None:
+    def _prepare_model(self, found: TrainingSet) -> None:
         """Create the fresh model (with the Advanced size) or move the current one to the chosen device."""
         device = resolve_device(self.advanced.device_name())
         depth, width = self.advanced.architecture()
-        if self.segmenter.model is not None or (depth is None and width is None):
+        if self.segmenter.model is not None or (depth is None and width is None) or not found.images:
             self.segmenter.to(device)  # a fresh model is then sized by the engine for the device
             return
-        n_classes = max(2, int(annotations.max()))
-        default = default_config(device, 1, n_classes)
-        config = UNetConfig(1, n_classes, depth or default.depth, width or default.width)
+        channels = int(found.images[0].shape[0])
+        n_classes = max(2, max(int(a.max()) for a in found.annotations))
+        ndim = self.advanced.spatial_ndim()
+        default = default_config(device, channels, n_classes, **({"ndim": ndim} if ndim != 2 else {}))
+        config = dataclasses.replace(default, depth=depth or default.depth, width=width or default.width)
         self.segmenter = Segmenter(config=config, device=device)
 
     def stop(self) -> None:
@@ -528,18 +810,24 @@ class UNetWidget(QWidget):
             show_warning("Training is running: stop it before resetting the model.")
             return
         self.segmenter = Segmenter(device=self.segmenter.device)
-        self._cache = None
+        self._model_changed()
         self.loss_plot.clear()
         self.train_progress.show_progress(0, 1, "not trained yet")
         self._show_model_info()
+        self._update_image_options()
+
+    def _model_changed(self) -> None:
+        """New weights: cached probabilities and the record of predicted planes are stale."""
+        self._cache = None
+        self._predicted.clear()
 
     def _on_train_yielded(self, item: TrainProgress | Segmenter) -> None:
         if self._closing:
             return
         if isinstance(item, Segmenter):  # a snapshot asked for by Predict or the live preview
-            target = self._pending_target if self._pending_target is not None else self._train_image
-            self._pending_target = None
-            self._start_prediction(item, target)
+            request = self._pending_request if self._pending_request is not None else _Request(self._train_image or "")
+            self._pending_request = None
+            self._start_prediction(item, request)
             return
         progress = item
         self._last_progress = progress
@@ -573,14 +861,16 @@ class UNetWidget(QWidget):
         if self._train_failed or last is None:
             self.train_progress.setFormat("training failed" if self._train_failed else "not trained")
         else:
+            self._model_changed()
             summary = f"trained {last.step} steps in {_format_seconds(last.elapsed)}"
             if last.val_iou is not None:
                 summary += f" — val IoU {last.val_iou:.2f}"
             self.train_progress.setFormat(("stopped: " if last.stopped else "") + summary)
             if last.stopped:
                 show_info(f"Training stopped at step {last.step}; kept the best weights (step {last.best_step}).")
-        pending, self._pending_target = self._pending_target, None
+        pending, self._pending_request = self._pending_request, None
         self._snapshot_request.clear()
+        self._update_image_options()
         self.training_finished.emit()
         if not self._train_failed and last is not None and (pending is not None or self.auto_predict.isChecked()):
             if pending is not None:
@@ -598,20 +888,32 @@ class UNetWidget(QWidget):
     def predict(self) -> None:
         """Predict the chosen image in a background worker and write the label layers.
 
-        While training runs, the prediction uses a snapshot of the weights
-        taken between two steps. Writes (or updates) ``"<image> semantic"``
-        and ``"<image> instances"``; never touches the annotations.
+        Writes (or updates) ``"<image> semantic"`` and ``"<image> instances"``
+        (label-shaped: a stack's planes not predicted yet stay 0); never
+        touches the annotations. For a stack, the Predict choice says whether
+        the plane shown by the sliders or every plane is predicted; pressing
+        the button (then labelled Cancel) during a whole-stack prediction
+        cancels it. While training runs, the prediction uses a snapshot of the
+        weights taken between two steps.
         """
+        if self._predicting_stack:
+            self._cancel_prediction.set()
+            self.predict_button.setEnabled(False)  # until the worker has stopped
+            show_info("Cancelling the whole-stack prediction: the planes done so far are discarded.")
+            return
         try:
             layer = self._require_image()
         except UserInputError as exc:
             show_error(str(exc))
             return
-        target = Target.of(layer)
+        whole = self.predict_scope.isEnabled() and self.predict_scope.currentText() == WHOLE_STACK
+        self._request_prediction(_Request(layer.name, whole))
+
+    def _request_prediction(self, request: _Request) -> None:
         if self.is_training:
             # Copying the weights here could catch an optimiser step half done;
             # the training thread hands over a copy between two steps instead.
-            self._pending_target = target
+            self._pending_request = request
             self._snapshot_request.set()
             return
         if self.segmenter.model is None or not self.segmenter.is_trained:
@@ -623,20 +925,57 @@ class UNetWidget(QWidget):
             show_error(str(exc))
             return
         self._show_device()
-        self._start_prediction(snapshot(self.segmenter), target)
+        self._start_prediction(snapshot(self.segmenter), request)
 
-    def _start_prediction(self, segmenter: Segmenter, target: Target) -> None:
+    def _store_dir(self, target: Target) -> Path:
+        """A fresh folder for a large prediction's zarr stores."""
+        chosen = self.advanced.results_dir()
+        if chosen is None:
+            folder = Path(tempfile.mkdtemp(prefix="napari-unet-"))
+            self._temp_dirs.append(folder)  # removed when the widget closes
+            return folder
+        base = Path(chosen) / "".join(c if c.isalnum() or c in "-_." else "_" for c in target.name)
+        number = 1
+        while (base.parent / f"{base.name}-{number}").exists():
+            number += 1
+        return base.parent / f"{base.name}-{number}"
+
+    def _start_prediction(self, segmenter: Segmenter, request: _Request) -> None:
         if self.is_predicting:
-            self._predict_again = True  # once this one ends, predict again with the newest weights
+            self._again_request = request  # once this one ends, predict again with the newest weights
             return
-        layer = find_layer(self.viewer, target.name, Image)
+        layer = find_layer(self.viewer, request.name, Image)
         if layer is None:
-            show_warning(f"The image '{target.name}' is gone; nothing to predict.")
+            show_warning(f"The image '{request.name}' is gone; nothing to predict.")
             return
-        image = np.array(layer.data, copy=True)
-        self._predict_target = Target.of(layer)
+        try:
+            planes = self._planes(layer)
+            target = Target.of(layer, planes.axes)
+            if planes.channels != segmenter.config.in_channels:  # said now rather than from the worker
+                mismatch = channel_mismatch(segmenter.config.in_channels, planes.channels, planes.axes)
+                raise UserInputError(f"{mismatch}; check Advanced ▸ Channel axis")
+        except UserInputError as exc:
+            show_error(str(exc))
+            return
+        # The worker gets the lazy planes: a dask/zarr/multiscale image is read plane by plane, never copied whole.
+        params = self.instance_params()
+        if request.whole and len(planes) > 1:
+            store = self._store_dir(target) if target.voxels > LARGE_LABELS else None
+            worker = create_worker(
+                predict_stack_steps, segmenter, planes, params, self._cancel_prediction, store, _start_thread=False, _ignore_errors=True
+            )
+        else:
+            index = self._current_index(layer, planes)
+            instances = find_layer(self.viewer, target.layer_name("instances"), Labels)
+            ids = instances.data if instances is not None and tuple(instances.data.shape) == target.label_shape else None
+            worker = create_worker(
+                predict_steps, segmenter, planes, params, self._cancel_prediction, index, ids, _start_thread=False, _ignore_errors=True
+            )
+        self._predict_job = (target, planes)
+        self._predicting_stack = request.whole and len(planes) > 1
+        if self._predicting_stack:
+            self.predict_button.setText("Cancel")
         self._cancel_prediction.clear()
-        worker = create_worker(predict_steps, segmenter, image, self.instance_params(), self._cancel_prediction, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_predict_progress)
         worker.returned.connect(self._on_predicted)
         worker.errored.connect(self._on_predict_error)
@@ -644,33 +983,88 @@ class UNetWidget(QWidget):
         self._start("predict", worker)
         self.predict_progress.show_progress(0, 0)  # busy until the first tile reports
 
-    def _on_predict_progress(self, progress: TileProgress) -> None:
-        if not self._closing:
+    def _on_predict_progress(self, progress: TileProgress | StackProgress) -> None:
+        if self._closing:
+            return
+        if isinstance(progress, StackProgress):
+            self.predict_progress.show_progress(int(progress.fraction * 1000), 1000)
+        else:
             self.predict_progress.show_progress(progress.done, progress.total)
 
-    def _on_predicted(self, result: Prediction | None) -> None:
-        if self._closing or result is None or self._predict_target is None:
+    def _stack_prediction_ended(self) -> None:
+        # Also called on the result, which arrives before the worker's end:
+        # a Predict pressed in between queues a prediction instead of cancelling.
+        if self._predicting_stack:
+            self._predicting_stack = False
+            self.predict_button.setText("Predict")
+            self.predict_button.setEnabled(True)
+
+    def _on_predicted(self, result: Prediction | StackPrediction | None) -> None:
+        if not self._closing:
+            self._stack_prediction_ended()
+        if self._closing or result is None or self._predict_job is None:
             return
-        target = self._predict_target
-        self._cache = (target, result.probabilities)
-        self._write_prediction(target, result)
+        target, planes = self._predict_job
+        if isinstance(result, StackPrediction):
+            self._write_stack(target, result)
+            self._predicted[target.name] = set(planes.indices())
+        else:
+            if not self._has_results(target):  # layers removed or reshaped: nothing predicted any more
+                self._predicted.pop(target.name, None)
+            self._cache = _Cached(target, planes, result)
+            self._write_prediction(target, planes, result)
+            self._predicted.setdefault(target.name, set()).add(result.index)
         self.prediction_finished.emit()
         if result.params != self.instance_params():
             self._schedule_postprocess()  # the sliders moved while the network ran
 
     def _on_predict_error(self, exc: Exception) -> None:
-        self._predict_again = False
+        self._again_request = None
         self._report_error("Prediction", exc)
 
     def _on_predict_finished(self) -> None:
         self._workers.pop("predict", None)
         if self._closing:
             return
+        self._stack_prediction_ended()
         self.predict_progress.show_progress(1, 1)
-        if self._predict_again:
-            self._predict_again = False
-            self.predict()
+        again, self._again_request = self._again_request, None
+        if again is not None:
+            self._request_prediction(again)
 
+    # -- following napari's slider ------------------------------------------------
+    def _on_step_changed(self, event=None) -> None:
+        if not self._closing and self.auto_predict.isChecked():
+            self._follow_timer.start()
+
+    def _follow_slider(self) -> None:
+        """Predict the plane now shown, if this image was predicted before and that plane was not."""
+        layer = self.image_layer()
+        if self._closing or layer is None or layer.name not in self._predicted or self.is_training:
+            return
+        if not self.auto_predict.isChecked() or not self.segmenter.is_trained:
+            return
+        if self.predict_scope.currentText() == WHOLE_STACK:
+            return
+        try:
+            planes = image_planes(layer, self._spatial_ndim())
+        except UserInputError:
+            return
+        if len(planes) < 2:
+            return
+        done = self._predicted[layer.name] if self._has_results(Target.of(layer, planes.axes)) else set()
+        if self._current_index(layer, planes) not in done:
+            self._request_prediction(_Request(layer.name))
+
+    def _has_results(self, target: Target) -> bool:
+        """True when the image's semantic and instances layers exist with its label shape."""
+        for what in ("semantic", "instances"):
+            layer = find_layer(self.viewer, target.layer_name(what), Labels)
+            if layer is None or tuple(layer.data.shape) != target.label_shape:
+                return False
+        return True
+
+    # -- post-processing -------------------------------------------------------------
     def instance_params(self) -> InstanceParams:
         """The post-processing parameters set in the widget."""
         return self.prediction_panel.instance_params()
@@ -680,24 +1074,26 @@ class UNetWidget(QWidget):
         self._postprocess_timer.start()
 
     def _start_postprocess(self) -> None:
-        """Re-run post-processing on the cached probabilities (never the network)."""
+        """Re-run post-processing on the last plane's cached probabilities (never the network)."""
         if self._cache is None or self._closing:
             return
         if "postprocess" in self._workers:
             self._postprocess_again = True
             return
-        target, probabilities = self._cache
-        worker = create_worker(repostprocess, probabilities, self.instance_params(), _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(self._on_postprocessed)
+        cached = self._cache
+        worker = create_worker(repostprocess, cached.prediction, self.instance_params(), _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda result: self._on_postprocessed(cached, result))
         worker.errored.connect(self._on_postprocess_error)
         worker.finished.connect(self._on_postprocess_finished)
-        self._postprocess_target = target
         self._start("postprocess", worker)
 
-    def _on_postprocessed(self, result: Prediction) -> None:
+    def _on_postprocessed(self, cached: _Cached, result: Prediction) -> None:
         if self._closing:
             return
-        self._write_prediction(self._postprocess_target, result, probabilities=False)
+        self._cache = _Cached(cached.target, cached.planes, result)
+        self._write_prediction(cached.target, cached.planes, result, probabilities=False)
+        # Other planes were made with other parameters: moving the slider predicts them again.
+        self._predicted = {cached.target.name: {result.index}}
         self.postprocess_finished.emit()
 
     def _on_postprocess_error(self, exc: Exception) -> None:
@@ -711,19 +1107,69 @@ class UNetWidget(QWidget):
             self._start_postprocess()
 
     # -- writing layers (GUI thread) --------------------------------------------
-    def _write_prediction(self, target: Target, result: Prediction, probabilities: bool = True) -> None:
-        self._write(target, "semantic", result.semantic, Labels, colormap=semantic_colormap(), opacity=0.45)
-        self._write(target, "instances", result.instances, Labels, contour=1, opacity=0.9)
+    def _write_prediction(self, target: Target, planes: Planes, result: Prediction, probabilities: bool = True) -> None:
+        """Write one plane's result: the whole layers for a single-plane image, that plane of a stack."""
+        styles = {"semantic": {"colormap": semantic_colormap(), "opacity": 0.45}, "instances": {"contour": 1, "opacity": 0.9}}
+        for what, data in (("semantic", result.semantic), ("instances", result.instances)):
+            if len(planes) == 1:
+                self._write(target, what, data, Labels, **styles[what])
+            else:
+                layer = self._result_layer(target, what, data.dtype, **styles[what])
+                write_plane(layer, planes.label_index(result.index), data)
         if probabilities and self.show_probabilities.isChecked():
-            self._write_probability(target, result.probabilities)
+            self._write_probability(target, planes, result)
 
-    def _write_probability(self, target: Target, probabilities: np.ndarray) -> None:
-        # One map for "any object class" keeps the layer 2D whatever the number of classes.
-        foreground = 1.0 - probabilities[0]
-        layer = self._write(target, "probability", foreground, Image, colormap="magma", blending="additive", contrast_limits=(0.0, 1.0), opacity=0.7)
+    def _result_layer(self, target: Target, what: str, dtype: np.dtype, **kwargs) -> Labels:
+        """The image's full-size ``what`` layer, created empty (zeros: not predicted) when missing."""
+        layer = find_layer(self.viewer, target.layer_name(what), Labels)
+        if layer is not None and tuple(layer.data.shape) == target.label_shape and layer is not self.annotations_layer():
+            return layer
+        if target.voxels > LARGE_LABELS:
+            import zarr
+
+            folder = self._plane_stores.get(target.name)
+            if folder is None or (folder / f"{what}.zarr").exists():
+                folder = self._plane_stores[target.name] = self._store_dir(target)
+            path = folder / f"{what}.zarr"
+            data = zarr.open_array(str(path), mode="w", shape=target.label_shape, dtype=dtype, fill_value=0, chunks=_plane_chunks(target.label_shape))
+        else:
+            data = np.zeros(target.label_shape, dtype)
+        return self._write(target, what, data, Labels, **kwargs)
+
+    def _write_stack(self, target: Target, result: StackPrediction) -> None:
+        if result.paths is not None:
+            import zarr
+
+            # Opened writable: a later current-plane prediction updates them in place.
+            semantic, instances = (zarr.open_array(str(path), mode="r+") for path in result.paths)
+            show_info(f"Wrote the prediction of '{target.name}' to {result.paths[0].parent}")
+        else:
+            semantic, instances = result.semantic, result.instances
+        self._write(target, "semantic", semantic, Labels, colormap=semantic_colormap(), opacity=0.45)
+        self._write(target, "instances", instances, Labels, contour=1, opacity=0.9)
+
+    def _write_probability(self, target: Target, planes: Planes, result: Prediction) -> None:
+        # One map for "any object class" keeps the layer label-shaped whatever the number of classes.
+        foreground = 1.0 - result.probabilities[0]
+        style = {"colormap": "magma", "blending": "additive", "contrast_limits": (0.0, 1.0), "opacity": 0.7}
+        if len(planes) == 1:
+            layer = self._write(target, "probability", foreground, Image, **style)
+        elif target.voxels <= PROBABILITY_MAX_VOXELS:
+            # Only the last predicted plane is shown (its probabilities are all that is kept); other planes are 0.
+            layer = find_layer(self.viewer, target.layer_name("probability"), Image)
+            if layer is None or tuple(layer.data.shape) != target.label_shape or layer.unique_id not in self._prediction_layers:
+                layer = self._write(target, "probability", np.zeros(target.label_shape, np.float32), Image, **style)
+            previous = layer.metadata.get("napari_unet_plane")
+            if previous is not None and tuple(previous) != tuple(result.index):
+                layer.data[planes.label_index(previous)] = 0
+            layer.metadata["napari_unet_plane"] = tuple(result.index)
+            write_plane(layer, planes.label_index(result.index), foreground)
+        else:
+            self._warn_once(f"probability {target.name}", f"'{target.name}' is too large to show probabilities.")
+            return
         layer.visible = True
 
-    def _write(self, target: Target, what: str, data: np.ndarray, kind: type, **kwargs) -> Any:
+    def _write(self, target: Target, what: str, data: Any, kind: type, **kwargs) -> Any:
         annotations = find_layer(self.viewer, target.layer_name("annotations"), Labels)
         if annotations is None:
             annotations = self.annotations_layer()
@@ -737,11 +1183,11 @@ class UNetWidget(QWidget):
     def _on_show_probabilities(self, checked: bool) -> None:
         if self._cache is None:
             return
-        target, probabilities = self._cache
+        cached = self._cache
         if checked:
-            self._write_probability(target, probabilities)
+            self._write_probability(cached.target, cached.planes, cached.prediction)
         else:
-            layer = find_layer(self.viewer, target.layer_name("probability"), Image)
+            layer = find_layer(self.viewer, cached.target.layer_name("probability"), Image)
             if layer is not None:
                 layer.visible = False
 
@@ -847,6 +1293,8 @@ class UNetWidget(QWidget):
         self._cancel_prediction.set()
         self._preview_timer.stop()
         self._postprocess_timer.stop()
+        self._follow_timer.stop()
+        self._status_timer.stop()
         for worker, done in list(self._workers.values()):
             # A worker queued but not yet started will see the stop flag at once.
             if worker.is_running and not done.wait(timeout):
@@ -858,3 +1306,11 @@ class UNetWidget(QWidget):
             self._disconnect_viewer()
         except (RuntimeError, AttributeError):  # the viewer is already half torn down
             pass
+        for folder in self._temp_dirs:  # large results written to temporary stores
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+
+def _plane_chunks(shape: tuple) -> tuple:
+    """Store chunks for label-shaped results: one plane deep, 1024² blocks in Y and X."""
+    return tuple(1 for _ in shape[:-2]) + tuple(min(s, 1024) for s in shape[-2:])

@@ -122,7 +122,7 @@ def train_and_wait(qtbot, widget, predictions: list | None = None) -> None:
 
 def predictions_of(widget) -> list:
     seen: list = []
-    widget.prediction_finished.connect(lambda: seen.append(widget._cache[1].copy()))
+    widget.prediction_finished.connect(lambda: seen.append(widget._cache.probabilities.copy()))
     return seen
 
 
@@ -199,6 +199,13 @@ def test_open_images_files_and_folders(viewer_and_widget, tmp_path, notes) -> No
     assert all(isinstance(layer, Image) for layer in added)
     assert widget.image_combo.currentText() == "single"
     assert any("broken.tif" in message for message in errors(notes))
+
+    # An ImageJ hyperstack keeps its channels in one layer, channels first, and its annotations have no C.
+    tifffile.imwrite(tmp_path / "hyper.tif", np.zeros((3, 2, 16, 12), np.uint16), imagej=True, metadata={"axes": "ZCYX"})
+    [hyper] = widget.open_images([tmp_path / "hyper.tif"])
+    assert hyper.data.shape == (2, 3, 16, 12) and hyper.metadata["axes"] == "CZYX"
+    assert widget.new_annotations().data.shape == (3, 16, 12)
+    assert widget.advanced.model_3d.isEnabled() and widget.predict_scope.isEnabled()
 
 
 # -- errors --------------------------------------------------------------------------
@@ -277,7 +284,7 @@ def test_paint_train_predict_correct_export_loop(viewer_and_widget, qtbot, sampl
     assert not errors(notes)
 
     semantic, instances = viewer.layers["nuclei semantic"], viewer.layers["nuclei instances"]
-    for layer, dtype in ((semantic, np.uint8), (instances, np.int32)):
+    for layer, dtype in ((semantic, np.uint8), (instances, np.uint32)):
         assert isinstance(layer, Labels)
         assert layer.data.shape == sample.image.shape and layer.data.dtype == dtype
         np.testing.assert_array_equal(layer.scale, image.scale)
@@ -444,3 +451,321 @@ def test_buttons_call_the_actions(viewer_and_widget, qtbot, notes) -> None:
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not widget.is_training, timeout=60_000)
     assert "no annotations" in errors(notes)[-1]
+
+
+# -- stacks, channels, several images, lazy layers (issue 5) ---------------------------
+STACK_STEPS = 40
+
+
+def blob_stack(planes: int, shape=(64, 64), truth: bool = False) -> tuple[np.ndarray, ...]:
+    """A (Z, Y, X) stack of disc images (a different image per plane), full strokes per plane (and the truth)."""
+    from conftest import blobs_image
+
+    made = [blobs_image(shape, seed=z) for z in range(planes)]
+    stack, strokes = np.stack([m[0] for m in made]), np.stack([m[2] for m in made])
+    return (stack, strokes, np.stack([m[1] for m in made])) if truth else (stack, strokes)
+
+
+def wait_prediction(qtbot, widget, action) -> None:
+    with qtbot.waitSignal(widget.prediction_finished, timeout=120_000):
+        action()
+
+
+class CountingArray:
+    """An array-like that records every read, for checking a layer is never read whole."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.reads: list[int] = []  # voxels per read
+
+    def __getitem__(self, key):
+        part = self.data[key]
+        self.reads.append(int(np.size(part)))
+        return part
+
+
+def test_stack_annotated_on_two_planes_trains_and_predicts_every_plane(viewer_and_widget, qtbot, notes) -> None:
+    viewer, widget = viewer_and_widget
+    stack, strokes, truth = blob_stack(4, truth=True)
+    image = viewer.add_image(stack, name="stack", scale=(2.0, 0.5, 0.5))
+    annotations = widget.new_annotations()
+    assert annotations.data.shape == stack.shape and annotations.metadata["napari_unet_image"] == "stack"
+    np.testing.assert_array_equal(annotations.scale, image.scale)
+    annotations.data[0] = strokes[0]
+    annotations.data[2] = strokes[2]
+    painted = annotations.data.copy()
+    widget._update_training_status()
+    assert widget.training_status.text() == "Training on: 1 image, 2 painted planes"
+    assert widget.predict_scope.isEnabled() and widget.advanced.model_3d.isEnabled()
+
+    fast_settings(widget, steps=STACK_STEPS)
+    widget.auto_predict.setChecked(False)
+    train_and_wait(qtbot, widget)
+    assert not errors(notes)
+    assert widget.training_set.sources == [("stack", 2)]
+
+    # The whole stack: every plane, painted or not, gets objects, with ids unique across planes.
+    widget.predict_scope.setCurrentText("whole stack")
+    wait_prediction(qtbot, widget, widget.predict)
+    semantic, instances = viewer.layers["stack semantic"], viewer.layers["stack instances"]
+    assert semantic.data.shape == stack.shape and instances.data.shape == stack.shape
+    np.testing.assert_array_equal(semantic.scale, image.scale)
+    for z in range(4):
+        assert instances.data[z].max() > 0, f"plane {z} is empty"
+        iou = foreground_iou(semantic.data[z], truth[z] > 0)
+        assert iou > 0.5, f"plane {z}: foreground IoU {iou:.2f}"
+    ids = [set(np.unique(instances.data[z])) - {0} for z in range(4)]
+    assert all(not ids[a] & ids[b] for a in range(4) for b in range(a + 1, 4))
+    np.testing.assert_array_equal(annotations.data, painted)
+
+    # Predict again during a whole-stack prediction cancels it; the layers are left as they were.
+    before = semantic.data.copy()
+    widget.predict()
+    assert widget.predict_button.text() == "Cancel"
+    widget.predict()
+    qtbot.waitUntil(lambda: not widget.is_predicting, timeout=60_000)
+    assert widget.predict_button.text() == "Predict" and widget.predict_button.isEnabled()
+    np.testing.assert_array_equal(semantic.data, before)
+
+    # The current plane only: the plane the slider shows, nothing else.
+    viewer.layers.remove(semantic)
+    viewer.layers.remove(instances)
+    widget.predict_scope.setCurrentText("current plane")
+    viewer.dims.set_current_step(0, 1)
+    wait_prediction(qtbot, widget, widget.predict)
+    semantic, instances = viewer.layers["stack semantic"], viewer.layers["stack instances"]
+    assert semantic.data.shape == stack.shape
+    assert semantic.data[1].any() and not semantic.data[[0, 2, 3]].any() and not instances.data[[0, 2, 3]].any()
+    assert widget._cache.prediction.index == (1,) and widget._cache.probabilities.shape == (2, 64, 64)
+
+    # With "after training" on, moving the slider predicts the plane shown, in place.
+    widget.auto_predict.setChecked(True)
+    wait_prediction(qtbot, widget, lambda: viewer.dims.set_current_step(0, 3))
+    assert viewer.layers["stack semantic"] is semantic  # updated, not replaced
+    assert semantic.data[3].any() and semantic.data[1].any() and not semantic.data[[0, 2]].any()
+    assert not set(np.unique(instances.data[3])) - {0} & set(np.unique(instances.data[1])) - {0}
+    assert widget._cache.prediction.index == (3,)  # one plane's probabilities kept, not the stack's
+
+    # The probability layer shows the last plane predicted, the only one whose probabilities are kept.
+    widget.show_probabilities.setChecked(True)
+    probability = viewer.layers["stack probability"]
+    assert probability.data.shape == stack.shape and probability.data[3].max() > 0.5 and not probability.data[1].any()
+
+    # The sliders re-post-process the cached plane only.
+    before = semantic.data.copy()
+    with qtbot.waitSignal(widget.postprocess_finished, timeout=30_000):
+        widget.threshold.setValue(0.9)
+    assert semantic.data[3].sum() < before[3].sum()
+    np.testing.assert_array_equal(semantic.data[1], before[1])
+    assert not errors(notes)
+
+
+def test_rgb_layer_trains_and_predicts(viewer_and_widget, qtbot, notes) -> None:
+    from conftest import blobs_image
+
+    viewer, widget = viewer_and_widget
+    grey, _, strokes = blobs_image((64, 64), seed=1)
+    scaled = np.clip((grey + 0.5) * 120, 0, 255).astype(np.uint8)
+    rgb = np.stack([scaled, scaled // 2, 255 - scaled], axis=-1)
+    viewer.add_image(rgb, name="colour", rgb=True)
+    annotations = widget.new_annotations()
+    assert annotations.data.shape == (64, 64)
+    annotations.data = strokes
+    assert not widget.predict_scope.isEnabled() and not widget.advanced.model_3d.isEnabled()
+    fast_settings(widget, steps=STACK_STEPS)
+    predictions = predictions_of(widget)
+    train_and_wait(qtbot, widget, predictions)
+    assert widget.segmenter.config.in_channels == 3
+    semantic = viewer.layers["colour semantic"]
+    assert semantic.data.shape == (64, 64) and semantic.data.any()
+    assert foreground_iou(semantic.data, strokes == 2) > 0.3
+    assert not errors(notes)
+
+
+def test_two_images_with_their_own_annotations_train_together(viewer_and_widget, qtbot, notes) -> None:
+    viewer, widget = viewer_and_widget
+    stack, strokes = blob_stack(3)
+    viewer.add_image(stack[0], name="a")
+    widget.new_annotations().data = strokes[0]
+    viewer.add_image(stack[1:], name="b")  # a 2-plane stack, painted on its second plane
+    widget.image_combo.setCurrentText("b")
+    b_annotations = widget.new_annotations()
+    b_annotations.data[1] = strokes[2]
+    viewer.add_image(np.zeros((16, 16)), name="unpainted")
+    viewer.add_labels(np.zeros((16, 16), np.uint8), name="unpainted annotations")
+    widget.image_combo.setCurrentText("b")
+    assert widget.annotations_combo.currentText() == "b annotations"
+    widget._update_training_status()
+    assert widget.train_all.isChecked() and widget.train_all.isEnabled()
+    assert widget.training_status.text() == "Training on: 2 images, 2 painted planes"
+
+    fast_settings(widget, steps=5)
+    widget.auto_predict.setChecked(False)
+    train_and_wait(qtbot, widget)
+    assert not errors(notes)
+    assert widget.training_set.sources == [("b", 1), ("a", 1)]
+
+    widget.train_all.setChecked(False)
+    widget._update_training_status()
+    assert widget.training_status.text() == "Training on: 1 image, 1 painted plane"
+
+
+def test_lazy_and_multiscale_layers_predict_plane_by_plane(viewer_and_widget, qtbot, notes, monkeypatch) -> None:
+    import dask.array as da
+
+    viewer, widget = viewer_and_widget
+    stack, strokes = blob_stack(3)
+    plane = stack[0].size
+    # Materialising a whole layer would go through one of these: record any call on a full-size array.
+    whole: list[str] = []
+    for name in ("__array__", "compute"):
+        original = getattr(da.Array, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            if self.shape == stack.shape:
+                whole.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(da.Array, name, spy)
+    source = CountingArray(stack)
+    lazy = da.from_array(source, chunks=stack.shape)  # one chunk: only sliced reads stay small
+    viewer.add_image(lazy, name="lazy", contrast_limits=(-1.0, 2.0))
+    annotations = widget.new_annotations()
+    annotations.data[1] = strokes[1]
+    fast_settings(widget, steps=5)
+    widget.auto_predict.setChecked(False)
+    train_and_wait(qtbot, widget)
+    assert not errors(notes)
+    assert widget.training_set.sources == [("lazy", 1)]
+
+    source.reads.clear()
+    widget.predict_scope.setCurrentText("whole stack")
+    wait_prediction(qtbot, widget, widget.predict)
+    assert viewer.layers["lazy semantic"].data.shape == stack.shape
+    assert source.reads and max(source.reads) <= plane, "the lazy image was read more than a plane at a time"
+    assert not whole, f"the whole lazy image was materialised ({whole})"
+
+    # A multiscale layer is predicted on its full-resolution level.
+    full = CountingArray(stack)
+    levels = [da.from_array(full, chunks=stack.shape), da.from_array(stack[:, ::2, ::2], chunks=(1, 32, 32))]
+    viewer.add_image(levels, name="pyramid", multiscale=True, contrast_limits=(-1.0, 2.0))
+    widget.image_combo.setCurrentText("pyramid")
+    full.reads.clear()
+    wait_prediction(qtbot, widget, widget.predict)
+    semantic = viewer.layers["pyramid semantic"]
+    assert semantic.data.shape == stack.shape  # full resolution
+    assert full.reads and max(full.reads) <= plane
+    assert not whole and not errors(notes)
+
+
+def test_large_results_go_to_zarr_stores(viewer_and_widget, qtbot, notes, tmp_path, monkeypatch) -> None:
+    import zarr
+
+    viewer, widget = viewer_and_widget
+    monkeypatch.setattr(widget_module, "LARGE_LABELS", 100)  # every result counts as large
+    stack, strokes = blob_stack(2)
+    viewer.add_image(stack, name="big")
+    widget.new_annotations().data[0] = strokes[0]
+    fast_settings(widget, steps=5)
+    widget.auto_predict.setChecked(False)
+    train_and_wait(qtbot, widget)
+    widget.advanced.results_folder.setText(str(tmp_path))
+
+    # One plane: empty stores are made for the stack, and the plane written into them.
+    viewer.dims.set_current_step(0, 1)
+    wait_prediction(qtbot, widget, widget.predict)
+    semantic = viewer.layers["big semantic"]
+    assert isinstance(semantic.data, zarr.Array) and semantic.data.shape == stack.shape
+    assert (tmp_path / "big-1" / "semantic.zarr").exists() and (tmp_path / "big-1" / "instances.zarr").exists()
+    assert not semantic.data[0].any() and semantic.data[1].any()
+
+    # The whole stack: written by the worker into new stores, then shown.
+    widget.predict_scope.setCurrentText("whole stack")
+    wait_prediction(qtbot, widget, widget.predict)
+    instances = viewer.layers["big instances"]
+    assert isinstance(instances.data, zarr.Array) and instances.data.shape == stack.shape
+    assert (tmp_path / "big-2" / "instances.zarr").exists()
+    assert viewer.layers["big semantic"].data[0].any()
+    assert not errors(notes)
+
+
+def test_two_channel_image_with_a_chosen_channel_axis(viewer_and_widget, qtbot, notes) -> None:
+    from conftest import blobs_image
+
+    viewer, widget = viewer_and_widget
+    grey, truth, strokes = blobs_image((64, 64), seed=2)
+    two = np.stack([grey, np.random.default_rng(0).normal(0, 1, grey.shape).astype(np.float32)])  # signal + noise
+    image = viewer.add_image(two, name="two", scale=(1.0, 0.5, 0.5))
+    assert widget.advanced.model_3d.isEnabled()  # read as ZYX until told otherwise
+    widget.advanced.channel_axis.setCurrentText("0")
+    assert image.metadata["napari_unet_channel_axis"] == "0"
+    assert not widget.advanced.model_3d.isEnabled() and not widget.predict_scope.isEnabled()
+    annotations = widget.new_annotations()
+    assert annotations.data.shape == (64, 64)
+    np.testing.assert_array_equal(annotations.scale, (0.5, 0.5))
+    annotations.data = strokes
+    fast_settings(widget, steps=STACK_STEPS)
+    predictions = predictions_of(widget)
+    train_and_wait(qtbot, widget, predictions)
+    assert widget.segmenter.config.in_channels == 2
+    semantic = viewer.layers["two semantic"]
+    assert semantic.data.shape == (64, 64) and foreground_iou(semantic.data, truth > 0) > 0.5
+    assert not errors(notes)
+
+    # The reader's axes do the same without a choice; a model refuses other channel counts in words.
+    viewer.add_image(np.stack([grey] * 3), name="three", metadata={"axes": "CYX"})
+    widget.image_combo.setCurrentText("three")
+    widget.predict()
+    assert "channel" in errors(notes)[-1] and "3" in errors(notes)[-1]
+
+
+def test_3d_unet_option_trains_on_volumes(viewer_and_widget, qtbot, notes) -> None:
+    viewer, widget = viewer_and_widget
+    stack, strokes = blob_stack(8, shape=(32, 32))
+    viewer.add_image(np.zeros((32, 32)), name="flat")
+    assert not widget.advanced.model_3d.isEnabled()  # no Z axis
+    viewer.add_image(stack, name="volume")
+    widget.image_combo.setCurrentText("volume")
+    assert widget.advanced.model_3d.isEnabled()
+    widget.advanced.model_3d.setChecked(True)
+    annotations = widget.new_annotations()
+    annotations.data[2:6] = strokes[2:6]
+    widget._update_training_status()
+    assert widget.training_status.text() == "Training on: 1 image, 1 painted volume"
+    fast_settings(widget, steps=3)
+    widget.advanced.patch_size.setValue(32)
+    widget.advanced.batch_size.setValue(2)
+    predictions = predictions_of(widget)
+    train_and_wait(qtbot, widget, predictions)
+    assert not errors(notes)
+    assert widget.segmenter.config.ndim == 3
+    assert widget._cache.probabilities.shape == (2,) + stack.shape  # the whole volume at once
+    assert viewer.layers["volume semantic"].data.shape == stack.shape
+
+
+def test_shape_mismatches_are_notifications(viewer_and_widget, qtbot, notes) -> None:
+    viewer, widget = viewer_and_widget
+    stack, strokes = blob_stack(2, shape=(32, 32))
+    viewer.add_image(stack, name="stack")
+    viewer.add_labels(strokes[0], name="flat strokes")
+    widget.annotations_combo.setCurrentText("flat strokes")
+    widget.train()
+    assert "do not match" in errors(notes)[-1] and "(2, 32, 32)" in errors(notes)[-1]
+    assert not widget.is_training
+
+    # A second image whose annotations do not fit is skipped with a warning, not a crash.
+    widget.new_annotations().data[0] = strokes[0]
+    viewer.add_image(np.zeros((20, 20)), name="other")
+    viewer.add_labels(np.zeros((10, 10), np.uint8), name="other annotations").data[0, 0] = 1
+    widget.image_combo.setCurrentText("stack")
+    widget.annotations_combo.setCurrentText("stack annotations")
+    fast_settings(widget, steps=3)
+    widget.auto_predict.setChecked(False)
+    train_and_wait(qtbot, widget)
+    assert any(level == "warning" and "Not training on 'other'" in message for level, message in notes)
+    assert widget.training_set.sources == [("stack", 1)]
+
+    # A channel axis that does not fit the image is refused in words.
+    widget.advanced.channel_axis.setCurrentText("2")  # 32 "channels": allowed, but then the annotations do not fit
+    widget.train()
+    assert "do not match" in errors(notes)[-1]
