@@ -20,7 +20,6 @@ measured.
 
 from __future__ import annotations
 
-import inspect
 import statistics
 import sys
 import time
@@ -147,11 +146,11 @@ def training_section(device, amp: bool, quick: bool, repeats: int) -> tuple[dict
 
 
 # -- (b) and (c) prediction ------------------------------------------------------
-def default_overlap() -> int:
-    """The engine's default tile overlap (read, not copied, so it follows the engine)."""
-    from napari_unet.core.segmenter import Segmenter
+def default_overlap(gpu: bool = False) -> int:
+    """The engine's default 2D tile overlap (read, not copied, so it follows the engine)."""
+    from napari_unet.core.inference import default_tiling
 
-    return inspect.signature(Segmenter.iter_predict).parameters["overlap"].default
+    return default_tiling(2, gpu)[1]
 
 
 def engine_predict(seg, image: np.ndarray, amp: bool) -> np.ndarray:
@@ -212,7 +211,7 @@ def tiling_section(device, amp: bool, quick: bool, repeats: int) -> tuple[dict, 
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             seg.model(x)
 
-    overlap = default_overlap()
+    overlap = default_overlap(device.type != "cpu")
 
     def tiled_only(tile):
         for _ in iter_predict_tiled(seg.model, image[None], low, high, out, device, tile, overlap, 1, mixed_precision=amp):

@@ -3,7 +3,9 @@
 The widget's "Export labels…" calls :func:`write_labels_layer` too, so
 File ▸ Save Selected Layers and the widget write identical files: the
 smallest unsigned integer type that holds the labels, zlib-compressed,
-written atomically (a crash never leaves half a file).
+written atomically (a crash never leaves half a file). Layers backed by an
+on-disk store (results larger than memory) are streamed slab by slab into an
+uncompressed TIFF in their own integer type instead of being read whole.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.core.errors import UserInputError
+from napari_unet.core.stores import copy_to_output
 from napari_unet.core.tiff_io import write_labels
 
 from ._reader import is_tiff
@@ -41,5 +45,11 @@ def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         For non-integer or negative labels.
     """
     target = Path(path) if is_tiff(path) else Path(f"{path}.tif")
+    if hasattr(data, "dtype") and (not isinstance(data, np.ndarray) or isinstance(data, np.memmap)):
+        # A result layer backed by an on-disk store (larger than memory):
+        # stream it into an uncompressed TIFF instead of reading it whole.
+        if np.dtype(data.dtype).kind not in "ub":
+            raise UserInputError(f"labels must be unsigned integers to be exported from disk, got {data.dtype}")
+        return [str(copy_to_output(data, target))]
     written = write_labels(target, np.asarray(data))
     return [str(written)]

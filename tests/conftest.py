@@ -47,3 +47,20 @@ def blobs_image(shape=(96, 96), seed=0):
 def blobs():
     """(image, truth, annotations) of a 96² disc image."""
     return blobs_image()
+
+
+def one_to_one(truth, labels):
+    """Assert each true object maps to exactly one id and each id to one true object."""
+    for t in range(1, truth.max() + 1):
+        ids = np.unique(labels[truth == t])
+        assert ids.size == 1 and ids[0] > 0, (t, ids)
+    for i in np.unique(labels[labels > 0]):
+        assert np.unique(truth[labels == i]).size == 1, i
+
+
+def same_partition(a, b):
+    """Equal up to a permutation of ids."""
+    if not np.array_equal(a > 0, b > 0):
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[a > 0]]), axis=1)
+    return np.unique(pairs[0]).size == pairs.shape[1] == np.unique(pairs[1]).size

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from skimage.draw import disk
+from conftest import one_to_one, same_partition
 
 from napari_unet.core import normalize
 from napari_unet.core.blockwise import SemanticSink, predict_plane
@@ -59,19 +60,6 @@ def run(gen):
             return progress, stop.value
 
 
-def one_to_one(truth, labels):
-    for t in range(1, truth.max() + 1):
-        ids = np.unique(labels[truth == t])
-        assert ids.size == 1 and ids[0] > 0, (t, ids)
-    for i in np.unique(labels[labels > 0]):
-        assert np.unique(truth[labels == i]).size == 1, i
-
-
-def same_partition(a, b):
-    if not np.array_equal(a > 0, b > 0):
-        return False
-    pairs = np.unique(np.stack([a[a > 0], b[a > 0]]), axis=1)
-    return np.unique(pairs[0]).size == pairs.shape[1] == np.unique(pairs[1]).size
 
 
 @pytest.mark.parametrize("make", [threshold_segmenter, lambda: Segmenter(CONFIG, device="cpu")])

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from skimage.draw import disk
+from conftest import one_to_one, same_partition
 
 from napari_unet.core.errors import UserInputError
 from napari_unet.core.postprocess import InstanceParams, instances_from_semantic
@@ -30,21 +31,6 @@ def seam_discs():
     return single + pairs
 
 
-def one_to_one(truth, labels):
-    """Each true object maps to exactly one id and each id to one true object."""
-    for t in range(1, truth.max() + 1):
-        ids = np.unique(labels[truth == t])
-        assert ids.size == 1 and ids[0] > 0, (t, ids)
-    for i in np.unique(labels[labels > 0]):
-        assert np.unique(truth[labels == i]).size == 1, i
-
-
-def same_partition(a, b):
-    """Equal up to a permutation of ids."""
-    if not np.array_equal(a > 0, b > 0):
-        return False
-    pairs = np.unique(np.stack([a[a > 0], b[a > 0]]), axis=1)
-    return np.unique(pairs[0]).size == pairs.shape[1] == np.unique(pairs[1]).size
 
 
 def test_objects_on_seams_and_corners_come_out_whole_with_consecutive_ids():

@@ -58,3 +58,22 @@ def test_round_trip_through_napari_save_and_open(make_napari_viewer, tmp_path, m
     [opened] = viewer.open(str(path), plugin="napari-unet")
     assert opened.data.dtype == dtype
     np.testing.assert_array_equal(opened.data, labels)
+
+
+def test_store_backed_labels_are_streamed_not_read_whole(tmp_path, monkeypatch) -> None:
+    # Result layers larger than memory live in zarr stores: the export copies
+    # them slab by slab into an uncompressed TIFF.
+    import zarr
+
+    from napari_unet.core import stores
+
+    labels = zarr.open_array(str(tmp_path / "big.zarr"), mode="w", shape=(6, 40, 50), chunks=(1, 40, 50), dtype="uint32")
+    truth = np.arange(6 * 40 * 50, dtype=np.uint32).reshape(6, 40, 50) % 7
+    labels[:] = truth
+    monkeypatch.setattr(stores, "COPY_SLAB_BYTES", 40 * 50 * 4 * 2)  # two planes at a time
+    reads = []
+    original = type(labels).__getitem__
+    monkeypatch.setattr(type(labels), "__getitem__", lambda self, key: reads.append(key) or original(self, key))
+    [written] = write_labels_layer(str(tmp_path / "out.tif"), labels, {})
+    np.testing.assert_array_equal(tifffile.imread(written), truth)
+    assert len(reads) == 3

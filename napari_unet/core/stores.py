@@ -204,3 +204,38 @@ def _full_resolution(node):
         raise UserInputError("the zarr group holds no array")
     return node[keys[0]]
 
+
+
+#: Bytes copied at a time by :func:`copy_to_output`.
+COPY_SLAB_BYTES = 64 * 2**20
+
+
+def copy_to_output(source, path: str | os.PathLike, axes: str | None = None) -> Path:
+    """Copy an array (numpy, memmap, zarr, dask) into a new on-disk output, slab by slab.
+
+    Used to export result layers that live on disk (larger than memory):
+    only about :data:`COPY_SLAB_BYTES` of ``source`` is read at a time, along
+    its first axis, so the export never holds the whole array.
+
+    Parameters
+    ----------
+    source : array-like
+        What to copy; read with basic slicing only.
+    path : str or path-like
+        ``*.tif`` / ``*.tiff`` or ``*.zarr``, written atomically (:func:`open_output`).
+    axes : str, optional
+        Axis letters recorded in a TIFF's metadata.
+
+    Returns
+    -------
+    pathlib.Path
+        The written path.
+    """
+    shape = tuple(int(s) for s in source.shape)
+    dtype = np.dtype(source.dtype)
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize if len(shape) > 1 else dtype.itemsize
+    step = max(1, COPY_SLAB_BYTES // max(row_bytes, 1))
+    with open_output(path, shape, dtype, axes=axes) as out:
+        for start in range(0, shape[0] if shape else 1, step):
+            out[start : start + step] = np.asarray(source[start : start + step])
+    return Path(path)

@@ -31,6 +31,19 @@ def smallest_uint_dtype(max_value: int) -> np.dtype:
     raise ValueError(f"label value {max_value} is too large")
 
 
+def _unreadable(path: Path, exc: Exception) -> UserInputError:
+    """The one-line error for a file tifffile (or zarr) could not open."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return UserInputError(f"cannot read {str(path)!r} as a TIFF image ({reason})")
+
+
+def _check_not_empty(path: Path, data):
+    # tifffile returns an empty array for some corrupt headers.
+    if not hasattr(data, "shape") or 0 in data.shape:
+        raise UserInputError(f"cannot read {str(path)!r} as a TIFF image (no image data found)")
+    return data
+
+
 def read_tiff(path: str | os.PathLike) -> np.ndarray:
     """Read a TIFF (all pages, as tifffile stacks them) into a numpy array.
 
@@ -45,12 +58,8 @@ def read_tiff(path: str | os.PathLike) -> np.ndarray:
     try:
         data = tifffile.imread(path)
     except Exception as exc:  # tifffile raises several types for corrupt files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserInputError(f"cannot read {str(path)!r} as a TIFF image ({reason})") from exc
-    if data.size == 0:
-        # tifffile returns an empty array for some corrupt headers.
-        raise UserInputError(f"cannot read {str(path)!r} as a TIFF image (no image data found)")
-    return data
+        raise _unreadable(path, exc) from exc
+    return _check_not_empty(path, data)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -96,11 +105,8 @@ def open_tiff_lazy(path: str | os.PathLike):
         store = tifffile.imread(path, aszarr=True, series=0, level=0)
         data = zarr.open(store, mode="r")
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserInputError(f"cannot read {str(path)!r} as a TIFF image ({reason})") from exc
-    if not hasattr(data, "shape") or 0 in data.shape:
-        raise UserInputError(f"cannot read {str(path)!r} as a TIFF image (no image data found)")
-    return data
+        raise _unreadable(path, exc) from exc
+    return _check_not_empty(path, data)
 
 
 def read_image_axes(path: str | os.PathLike, axes: str | None = None, lazy: bool = False) -> tuple[object, str]:
