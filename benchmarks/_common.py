@@ -22,6 +22,7 @@ import os
 import platform
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -130,7 +131,36 @@ def describe_machine(info: dict[str, Any]) -> str:
     )
     if load:
         text += f"; load average at start {load[0]:.2f}"
+    others = info.get("other_processes_cores")
+    if others is not None:
+        text += f"; other processes used {others:.2f} cores on average during the run"
     return text
+
+
+def _cpu_counters() -> list[float] | None:
+    """[busy CPU seconds of the whole machine, CPU seconds of this process and its children, wall time]."""
+    import resource
+
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait.
+    busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    own = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return [busy, own, time.monotonic()]
+
+
+def other_cpu_use(start: list[float] | None) -> float | None:
+    """Cores used on average by *other* processes since ``start`` (from :func:`_cpu_counters`).
+
+    The load average cannot tell this: it counts the benchmark itself, and
+    for a minute after it, the previous benchmark of a sequential run.
+    """
+    end = _cpu_counters()
+    if not start or not end or end[2] <= start[2]:
+        return None
+    return max(0.0, ((end[0] - start[0]) - (end[1] - start[1])) / (end[2] - start[2]))
 
 
 def warn_if_busy(info: dict[str, Any]) -> str | None:
@@ -294,6 +324,9 @@ def save_results(name: str, payload: dict[str, Any], out_dir: Path, quick: bool,
     machine = dict(machine)
     if hasattr(os, "getloadavg"):
         machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    others = other_cpu_use(machine.pop("cpu_counters_start", None))
+    if others is not None:
+        machine["other_processes_cores"] = round(others, 2)
     data = {
         "name": name,
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -317,6 +350,7 @@ def start(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
         torch.set_num_threads(args.threads)
     info = machine_info()
+    info["cpu_counters_start"] = _cpu_counters()
     print(f"# napari-unet benchmark: {name}{' (quick: timings mean nothing)' if args.quick else ''}")
     print(f"Machine: {describe_machine(info)}")
     busy = warn_if_busy(info)

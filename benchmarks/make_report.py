@@ -182,10 +182,21 @@ def section(data: dict, docs: Path) -> tuple[str, Path | None]:
     machine = data.get("machine")
     if machine:
         lines += [f"Machine: {describe_machine(machine)}.", ""]
-        start, end = machine.get("load_average"), machine.get("load_average_end")
         cores = machine.get("usable_cores") or 1
-        if (start and start[0] > 0.5 * cores) or (end and end[0] > 0.5 * cores):
-            lines += [f"> **Warning:** the machine was busy (load average {start and start[0]} at start, {end and end[0]} at end, {cores} cores): timings are unreliable.", ""]
+        others = machine.get("other_processes_cores")
+        if others is not None:
+            # Measured: CPU time of every other process during the run.
+            if others > 0.25:
+                lines += [f"> **Warning:** other processes used {others:.2f} of {cores} cores during this run: timings are unreliable.", ""]
+        else:
+            start, end = machine.get("load_average"), machine.get("load_average_end")
+            if (start and start[0] > 0.5 * cores) or (end and end[0] > 0.5 * cores):
+                lines += [
+                    f"> Load average {start and start[0]} at start, {end and end[0]} at end ({cores} cores). This result predates the "
+                    "measurement of other processes' CPU use; the load average includes the benchmark itself and, for a minute, "
+                    "the previous benchmark of a sequential run, so it does not show whether anything else competed.",
+                    "",
+                ]
     for note in data.get("notes") or []:
         lines += [f"> {note}", ""]
     plot = None

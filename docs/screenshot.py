@@ -2,9 +2,12 @@
 
 Runs the loop a user would: open the synthetic sample, add annotations
 from its strokes, train (for real, through the widget's worker), predict,
-then grab the whole napari window.
+then grab the whole napari window. ``--stack`` does the same on a stack of
+six synthetic images with strokes on planes 0 and 3 only, predicts the whole
+stack and shows plane 2, which has no strokes (``docs/screenshot_stack.png``).
 
     xvfb-run -a python docs/screenshot.py          # no display (CI, servers)
+    xvfb-run -a python docs/screenshot.py --stack
     python docs/screenshot.py --steps 120          # with a display
 
 Takes about a minute on 2 CPU cores.
@@ -42,11 +45,44 @@ def _save_small(image, path: Path) -> int:
     return path.stat().st_size
 
 
+def _open_sample(viewer, widget):
+    """File ▸ Open Sample ▸ napari-unet ▸ Synthetic nuclei, strokes in a layer made with "New"."""
+    # The sample's own stroke layer is replaced by one made with "New", as a user would.
+    viewer.open_sample("napari-unet", "nuclei")
+    strokes = viewer.layers["nuclei annotations"].data.copy()
+    viewer.layers.remove("nuclei annotations")
+    widget.image_combo.setCurrentText("nuclei")
+    annotations = widget.new_annotations()
+    annotations.data = strokes
+    return annotations
+
+
+def _open_stack(viewer, widget):
+    """Six synthetic nuclei images as a ZYX stack, strokes on planes 0 and 3, whole-stack prediction."""
+    import numpy as np
+
+    from napari_unet._panels import WHOLE_STACK
+    from napari_unet.core.synthetic import make_nuclei_set
+
+    samples = make_nuclei_set(6, (256, 256), seed=0)
+    viewer.add_image(np.stack([s.image for s in samples]), name="nuclei stack")
+    widget.image_combo.setCurrentText("nuclei stack")
+    annotations = widget.new_annotations()
+    strokes = np.zeros(annotations.data.shape, annotations.data.dtype)
+    for plane in (0, 3):
+        strokes[plane] = samples[plane].annotations
+    annotations.data = strokes
+    widget.predict_scope.setCurrentText(WHOLE_STACK)
+    return annotations
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
-    parser.add_argument("--out", type=Path, default=HERE / "screenshot.png")
+    parser.add_argument("--stack", action="store_true", help="a ZYX stack painted on two planes, whole-stack prediction")
+    parser.add_argument("--out", type=Path, default=None, help="PNG to write (default docs/screenshot.png or docs/screenshot_stack.png)")
     args = parser.parse_args(argv)
+    args.out = args.out or HERE / ("screenshot_stack.png" if args.stack else "screenshot.png")
 
     import napari
     from qtpy.QtWidgets import QApplication
@@ -57,14 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
     widget.setMinimumWidth(380)  # room for the plot and the labels
 
-    # File ▸ Open Sample ▸ napari-unet ▸ Synthetic nuclei; the sample's own
-    # stroke layer is replaced by one made with "New", as a user would.
-    viewer.open_sample("napari-unet", "nuclei")
-    strokes = viewer.layers["nuclei annotations"].data.copy()
-    viewer.layers.remove("nuclei annotations")
-    widget.image_combo.setCurrentText("nuclei")
-    annotations = widget.new_annotations()
-    annotations.data = strokes
+    if args.stack:
+        annotations = _open_stack(viewer, widget)
+    else:
+        annotations = _open_sample(viewer, widget)
 
     widget.advanced.budget.setValue(args.steps)
     widget.seed = 0
@@ -79,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(25):  # let napari lay out the window at its final size
         app.processEvents()
         time.sleep(0.02)
+    if args.stack:
+        viewer.dims.set_current_step(0, 2)  # a plane without strokes
     viewer.reset_view()  # fit the image to the canvas as laid out
     for _ in range(25):
         app.processEvents()
