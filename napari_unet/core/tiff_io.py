@@ -31,6 +31,13 @@ def smallest_uint_dtype(max_value: int) -> np.dtype:
     raise ValueError(f"label value {max_value} is too large")
 
 
+def _existing_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"file not found: {str(path)!r}")
+    return path
+
+
 def _unreadable(path: Path, exc: Exception) -> UserInputError:
     """The one-line error for a file tifffile (or zarr) could not open."""
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -52,9 +59,7 @@ def read_tiff(path: str | os.PathLike) -> np.ndarray:
     UserInputError
         If the file is missing or is not a readable TIFF.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"file not found: {str(path)!r}")
+    path = _existing_file(path)
     try:
         data = tifffile.imread(path)
     except Exception as exc:  # tifffile raises several types for corrupt files
@@ -92,9 +97,7 @@ def open_tiff_lazy(path: str | os.PathLike):
     UserInputError
         If the file is missing or is not a readable TIFF.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"file not found: {str(path)!r}")
+    path = _existing_file(path)
     try:
         return tifffile.memmap(path, mode="r")
     except Exception:  # not memory-mappable (compressed, tiled, ...) or not a TIFF: try zarr
