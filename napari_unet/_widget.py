@@ -66,6 +66,7 @@ from ._workers import (
     Prediction,
     StackPrediction,
     TrainingSet,
+    painted_indices,
     painted_planes,
     predict_stack_steps,
     predict_steps,
@@ -682,8 +683,7 @@ class UNetWidget(QWidget):
                     show_warning(f"Not training on '{image_layer.name}': {exc}")
                 continue
             if quiet:  # count only: no copies
-                data = annotations_layer.data
-                count = sum(bool(np.asarray(data[planes.label_index(i)]).any()) for i in planes.indices())
+                count = len(painted_indices(planes, annotations_layer.data))
                 images += [None] * count
                 labels += [None] * count
             else:

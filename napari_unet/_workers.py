@@ -115,13 +115,16 @@ def painted_planes(planes: Planes, annotations: Any, copy_images: bool) -> tuple
         ``(C, *spatial)`` image planes and copies of their ``(*spatial)`` annotations.
     """
     images, labels = [], []
-    for index in planes.indices():
-        painted = np.asarray(annotations[planes.label_index(index)])
-        if painted.any():
-            image = planes.image(index)
-            images.append(np.array(image, copy=True) if copy_images else image)
-            labels.append(np.array(painted, copy=True))
+    for index in painted_indices(planes, annotations):
+        image = planes.image(index)
+        images.append(np.array(image, copy=True) if copy_images else image)
+        labels.append(np.array(annotations[planes.label_index(index)], copy=True))
     return images, labels
+
+
+def painted_indices(planes: Planes, annotations: Any) -> list[tuple]:
+    """Loop indices of the planes (or volumes) whose annotations have any painted pixel."""
+    return [index for index in planes.indices() if np.asarray(annotations[planes.label_index(index)]).any()]
 
 
 def snapshot(segmenter: Segmenter) -> Segmenter:
