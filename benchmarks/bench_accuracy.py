@@ -1,307 +1,215 @@
-"""Accuracy on real data: the ISBI 2012 EM stack (cell interiors = instances).
+"""The accuracy suite: napari-unet beside a random forest and Otsu, on many kinds of data.
 
-For 1, 2 and 5 training slices (from slices 0-19), annotated either as full
-masks or as a few sparse strokes (``benchmarks/strokes.py``), the U-Net is
-trained for 30, 60 and 120 s (a separate run per budget: the learning-rate
-schedule spans the whole budget, so a long run's state at 30 s is not a 30 s
-run). The held-out slices 20-29 are predicted and scored by foreground IoU
-and instance F1 at IoU 0.5, against Otsu + watershed and local threshold +
-watershed (no training) and a random forest on the same strokes.
+For every case of :mod:`benchmarks.suite_data` (generated kinds with random
+statistics per seed, plus the real EM and 3D nuclei data when present), each
+annotation mode (``full``: a region fully painted; ``sparse``: a few strokes
+as a person paints), the same strokes train
 
-Objects are the cell interiors (annotation 2), background the membranes
-(annotation 1). Membranes already separate cells, so instances are the
-connected components of the foreground (``split_strength=0``), with the same
-post-processing for every method.
+- napari-unet for 10 s and for 60 s of wall time (separate runs: the
+  learning-rate schedule spans the budget), with the engine's defaults, as
+  the CLI and widget use them;
+- a random forest on multiscale filter features (scikit-image
+  ``fit_segmenter``, 50 trees; 3D features for volumes), the classic peer;
+- Otsu's threshold (no training).
 
-Run ``python -m benchmarks.bench_accuracy`` (about 30 min on 2 cores) or with
-``--quick`` (seconds; numbers mean nothing).
+All three share the project's post-processing (semantic labels, then
+instances by the default seeded watershed; 3D objects for ZYX stacks).
+Scores are taken where nothing was painted (right of the painted columns;
+for stacks, the unpainted planes): instance F1 at IoU 0.5 and foreground IoU
+for objects, macro precision / recall and mean IoU for multi-class images.
+Each row is one (kind, mode) over seeds, as mean and spread (min-max).
+
+``python -m benchmarks.bench_accuracy`` (about an hour on 2 cores);
+``--quick`` (one seed, 3 and 10 s: a smoke test, numbers mean little);
+``--kinds nuclei,rgb`` and ``--seeds 0,1`` pick cases; ``--steps-per-second``
+turns time budgets into step budgets (repeatable on a busy machine).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-from skimage.measure import label
 
-from benchmarks._common import DataMissing, base_parser, load_em, print_tables, results_dir, save_results, start, table
-from benchmarks.strokes import full_mask_annotations, painted_fraction, sparse_strokes
+from benchmarks._common import base_parser, print_tables, results_dir, save_results, start, table, target
+from benchmarks.suite_data import KINDS, Case
 
 NAME = "accuracy"
-# Held-out slices are fixed; training slices are nested (5 includes 2
-# includes 1), so more slices only ever add data.
-TEST_SLICES = tuple(range(20, 30))
-TRAIN_ORDER = (0, 10, 4, 14, 8)
-# Membranes separate cells already: no watershed splitting. Same for all methods.
-SPLIT_STRENGTH = 0.0
-MIN_SIZE = 16
-THRESHOLD = 0.5
+BUDGETS = (10.0, 60.0)
+QUICK_BUDGETS = (3.0, 10.0)
 
 
-@dataclass
-class Score:
-    """Mean scores over the held-out slices."""
+# -- scoring ------------------------------------------------------------------
+def score(case: Case, mode: str, semantic: np.ndarray, instances: np.ndarray) -> dict[str, float]:
+    """Scores of one prediction on the case's unpainted region."""
+    from napari_unet.core.metrics import class_scores, foreground_iou, instance_f1
 
-    iou: float
-    f1: float
-    precision: float
-    recall: float
-    per_slice_f1: list[float]
-
-
-def score(predictions: list[np.ndarray], semantics: list[np.ndarray], truths: list[np.ndarray]) -> Score:
-    """Mean foreground IoU and instance F1 (IoU 0.5) over slices."""
-    from napari_unet.core.metrics import foreground_iou, instance_f1
-
-    ious, f1s, ps, rs = [], [], [], []
-    for inst, sem, truth in zip(predictions, semantics, truths):
-        ious.append(foreground_iou(sem, truth))
-        s = instance_f1(inst, truth, 0.5)
-        f1s.append(s.f1)
-        ps.append(s.precision)
-        rs.append(s.recall)
-    return Score(float(np.mean(ious)), float(np.mean(f1s)), float(np.mean(ps)), float(np.mean(rs)), [round(f, 4) for f in f1s])
+    keep = case.score_mask(mode)
+    if case.task == "classes":
+        # Semantic 0 = background = truth class 1.
+        return class_scores(semantic[keep] + 1, case.truth[keep])
+    if case.axes == "ZYX":
+        planes = np.flatnonzero(keep[:, 0, 0])
+        pred, truth, sem = instances[planes], case.truth[planes], semantic[planes]
+    else:
+        cols = np.flatnonzero(keep[0])
+        pred, truth, sem = instances[:, cols], case.truth[:, cols], semantic[:, cols]
+    s = instance_f1(pred, truth, 0.5)
+    return {"f1": s.f1, "iou": foreground_iou(sem, truth), "precision": s.precision, "recall": s.recall, "n_pred": s.n_pred, "n_true": s.n_true}
 
 
-def truth_instances(labels_slice: np.ndarray) -> np.ndarray:
-    """Cell instances of one ground-truth slice: connected interiors (255)."""
-    return label(labels_slice > 0, connectivity=1).astype(np.int32)
+def headline(case: Case, scores: dict[str, float]) -> float:
+    """The one figure a target is judged on: F1 for objects, the lower of macro precision and recall for classes."""
+    return min(scores["precision"], scores["recall"]) if case.task == "classes" else scores["f1"]
 
 
-def make_annotations(labels_slice: np.ndarray, mode: str, seed: int) -> np.ndarray:
-    """Annotations of one training slice: ``"full"`` masks or ``"sparse"`` strokes."""
-    fg = labels_slice > 0
-    if mode == "full":
-        return full_mask_annotations(fg)
-    if mode == "sparse":
-        return sparse_strokes(fg, seed=seed)
-    raise ValueError(f"unknown annotation mode {mode!r}")
+# -- methods ------------------------------------------------------------------
+def _model_image(case: Case) -> np.ndarray:
+    """The image as the engine takes it: channels first for RGB."""
+    return np.moveaxis(case.image, -1, 0) if case.axes == "YXC" else case.image
 
 
-def run_unet(train_images, train_anns, test_images, truths, budget: float, params, device: str, steps_per_second: float | None = None) -> dict:
-    """Train a fresh U-Net for ``budget`` seconds, predict and score the test slices.
-
-    With ``steps_per_second`` the budget becomes that many steps per second
-    instead of wall time (same schedule, independent of machine load).
-    """
-    from napari_unet.core.postprocess import postprocess
+def run_unet(case: Case, mode: str, budget: float, seed: int, steps_per_second: float | None = None) -> dict:
+    """Train the engine's default model on the case's strokes for ``budget`` seconds and score it."""
     from napari_unet.core.segmenter import Segmenter
     from napari_unet.core.training import TrainConfig
 
-    seg = Segmenter(device=device)
+    ann = case.annotations[mode]
+    image = _model_image(case)
+    seg = Segmenter(device="cpu")
     if steps_per_second:
-        config = TrainConfig(steps=max(1, round(steps_per_second * budget)), max_time=None, seed=0)
+        config = TrainConfig(steps=max(1, round(steps_per_second * budget)), seed=seed)
     else:
-        config = TrainConfig(steps=None, max_time=budget, seed=0)
+        config = TrainConfig(steps=None, max_time=budget, seed=seed)
     t0 = time.perf_counter()
-    last = seg.fit(list(train_images), list(train_anns), config)
+    if case.axes == "ZYX":
+        # The default for a Z stack: a 3D model on the whole volume.
+        last = seg.fit(image, ann, config, ndim=3)
+    else:
+        last = seg.fit(image, ann, config)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    insts, sems = [], []
-    for im in test_images:
-        sem, inst = postprocess(seg.predict_probabilities(im), params)
-        sems.append(sem)
-        insts.append(inst)
+    semantic, instances = seg.segment(image, axes=case.axes.replace("C", "") if case.axes != "YXC" else "CYX")
     predict_s = time.perf_counter() - t0
-    s = score(insts, sems, truths)
-    return {
-        "method": "U-Net",
-        "budget_s": budget,
-        "steps": last.step,
-        "best_step": last.best_step,
-        "train_s": round(train_s, 2),
-        "predict_s": round(predict_s, 2),
-        "iou": s.iou,
-        "f1": s.f1,
-        "precision": s.precision,
-        "recall": s.recall,
-        "per_slice_f1": s.per_slice_f1,
-    }
-
-
-def _side_by_side(images: list[np.ndarray], pad: int, mode: str) -> np.ndarray:
-    """Pad each image by ``pad`` and put them side by side.
-
-    The padding isolates the images' filter responses from each other (the
-    largest Gaussian, sigma 16, reaches 4 sigma = 64 px), so one forest call
-    can train on several slices and predict several.
-    """
-    padded = [np.pad(im, pad, mode=mode) for im in images]
-    return np.concatenate(padded, axis=1)
-
-
-def run_random_forest(train_images, train_anns, test_images, truths, params) -> dict:
-    """The ilastik/APOC-style baseline on the same strokes (train + predict timed)."""
-    from napari_unet.core.baselines import random_forest
-    from napari_unet.core.postprocess import instances_from_semantic
-
-    pad = 64
-    t0 = time.perf_counter()
-    image = _side_by_side([im.astype(np.float32) for im in train_images], pad, "reflect")
-    anns = _side_by_side(list(train_anns), pad, "constant")  # padding stays unlabeled
-    target = _side_by_side([im.astype(np.float32) for im in test_images], pad, "reflect")
-    semantic, _ = random_forest(image, anns, params, seed=0, predict_on=target)
-    elapsed = time.perf_counter() - t0
-    h, w = test_images[0].shape
-    sems, insts = [], []
-    for i in range(len(test_images)):
-        x0 = i * (w + 2 * pad) + pad
-        sem = semantic[pad : pad + h, x0 : x0 + w]
-        sems.append(sem)
-        # Re-derive instances per slice: the padded mosaic's components could span padding.
-        insts.append(instances_from_semantic(sem, params))
-    s = score(insts, sems, truths)
-    return {
-        "method": "random forest",
-        "budget_s": None,
-        "steps": None,
-        "train_s": round(elapsed, 2),
-        "predict_s": None,
-        "iou": s.iou,
-        "f1": s.f1,
-        "precision": s.precision,
-        "recall": s.recall,
-        "per_slice_f1": s.per_slice_f1,
-    }
-
-
-def run_thresholds(test_images, truths, params, objects_bright: bool) -> list[dict]:
-    """Otsu and local threshold + watershed on each test slice (no training)."""
-    from napari_unet.core.baselines import local_threshold_watershed, otsu_watershed
-
-    out = []
-    for name, fn in (("Otsu + watershed", otsu_watershed), ("local threshold + watershed", local_threshold_watershed)):
-        t0 = time.perf_counter()
-        sems, insts = [], []
-        for im in test_images:
-            im = im.astype(np.float32)
-            # Objects are taken as the bright side; flip when the strokes say
-            # they are dark (decided once, from training strokes).
-            sem, inst = fn(im if objects_bright else im.max() + im.min() - im, params)
-            sems.append(sem)
-            insts.append(inst)
-        s = score(insts, sems, truths)
-        out.append(
-            {"method": name, "train_s": 0.0, "predict_s": round(time.perf_counter() - t0, 2), "iou": s.iou, "f1": s.f1, "precision": s.precision, "recall": s.recall, "per_slice_f1": s.per_slice_f1}
-        )
+    out = score(case, mode, semantic, instances)
+    out.update(steps=last.step, best_step=last.best_step, train_s=round(train_s, 1), predict_s=round(predict_s, 1))
     return out
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    """Parse ``"1,2,5"`` or ``"20-29"``."""
-    if "-" in text and "," not in text:
-        a, b = text.split("-")
-        return tuple(range(int(a), int(b) + 1))
-    return tuple(int(t) for t in text.split(",") if t)
+def run_forest(case: Case, mode: str, seed: int) -> dict:
+    """scikit-image's random-forest segmenter on the same strokes (3D features for stacks)."""
+    from napari_unet.core.baselines import random_forest
+
+    t0 = time.perf_counter()
+    semantic, instances = random_forest(case.image.astype(np.float32), case.annotations[mode], seed=seed, channel_axis=-1 if case.axes == "YXC" else None)
+    out = score(case, mode, semantic, instances)
+    out["train_s"] = round(time.perf_counter() - t0, 1)
+    return out
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the benchmark; return the stored result."""
+def run_otsu(case: Case, mode: str) -> dict | None:
+    """Otsu threshold + the same watershed (objects only)."""
+    from napari_unet.core.baselines import otsu_watershed
+
+    if case.task == "classes":
+        return None
+    semantic, instances = otsu_watershed(case.image, annotations=case.annotations[mode])
+    return score(case, mode, semantic, instances)
+
+
+# -- the run ------------------------------------------------------------------
+def _spread(values: list[float]) -> str:
+    v = np.asarray(values, dtype=float)
+    if len(v) == 1:
+        return f"{v[0]:.3f}"
+    return f"{v.mean():.3f} ({v.min():.2f}-{v.max():.2f})"
+
+
+def summarise(records: list[dict], budgets: tuple[float, ...]) -> tuple[list[dict], list[dict]]:
+    """Tables (mean and spread over seeds per kind and mode) and target checks."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["kind"], r["mode"]), []).append(r)
+    lo, hi = budgets
+    rows, targets, wins = [], [], []
+    for (kind, mode), recs in groups.items():
+        metric = "min(P,R)" if recs[0]["task"] == "classes" else "F1@0.5"
+        u_lo = [r[f"unet_{lo:g}s"]["headline"] for r in recs]
+        u_hi = [r[f"unet_{hi:g}s"]["headline"] for r in recs]
+        rf = [r["forest"]["headline"] for r in recs]
+        ot = [r["otsu"]["headline"] for r in recs if r.get("otsu")]
+        iou_key = "iou"
+        u_iou = [r[f"unet_{hi:g}s"][iou_key] for r in recs]
+        rf_iou = [r["forest"][iou_key] for r in recs]
+        gap_lo = float(np.mean(np.subtract(u_lo, rf)))
+        gap_hi = float(np.mean(np.subtract(u_hi, rf)))
+        rows.append([kind, mode, len(recs), metric, _spread(u_lo), _spread(u_hi), _spread(rf), _spread(ot) if ot else "-", f"{gap_hi:+.3f}", _spread(u_iou), _spread(rf_iou)])
+        worst_lo = min(a - b for a, b in zip(u_lo, rf))
+        targets.append(target(f"{kind}/{mode}: U-Net {lo:g} s >= forest (every seed)", ">= 0", round(worst_lo, 3), bool(worst_lo >= -1e-9)))
+        goal_hi = all(a >= min(b + 0.05, 0.95) - 1e-9 for a, b in zip(u_hi, rf))
+        targets.append(target(f"{kind}/{mode}: U-Net {hi:g} s >= forest + 0.05 or 0.95 (every seed)", "met on every seed", round(gap_hi, 3), goal_hi))
+        wins.append(gap_hi)
+        _ = gap_lo
+    columns = ["kind", "strokes", "seeds", "metric", f"U-Net {lo:g} s", f"U-Net {hi:g} s", "random forest", "Otsu", f"U-Net {hi:g} s - forest", f"U-Net {hi:g} s IoU", "forest IoU"]
+    tables = [table("Accuracy suite: mean (min-max) over seeds, scored where nothing was painted", columns, rows)]
+    per_case = []
+    for r in records:
+        per_case.append([r["kind"], r["mode"], r["seed"], r["info"], round(r[f"unet_{lo:g}s"]["headline"], 3), round(r[f"unet_{hi:g}s"]["headline"], 3), round(r["forest"]["headline"], 3),
+                         round(r["otsu"]["headline"], 3) if r.get("otsu") else "-", r[f"unet_{hi:g}s"]["steps"], r[f"unet_{hi:g}s"]["best_step"]])
+    tables.append(table("Every case", ["kind", "strokes", "seed", "statistics", f"U-Net {lo:g} s", f"U-Net {hi:g} s", "forest", "Otsu", "steps", "best step"], per_case))
+    return tables, targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite and save ``accuracy.json``."""
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--slices", type=_ints, default=None, help="training slice counts, e.g. 1,2,5")
-    parser.add_argument("--modes", default=None, help="annotation modes: full,sparse")
-    parser.add_argument("--times", default=None, help="training budgets in seconds, e.g. 30,60,120")
-    parser.add_argument("--test-slices", type=_ints, default=None, help="held-out slices, e.g. 20-29")
-    parser.add_argument("--crop", type=int, default=None, help="use only the top-left crop of this size (quick runs)")
-    parser.add_argument("--device", default="cpu", help="torch device for the U-Net (the issue's figures are CPU)")
-    parser.add_argument(
-        "--steps-per-second",
-        type=float,
-        default=None,
-        help="train round(R * budget) steps instead of for the wall-time budget: repeatable on a busy machine (say so when reporting)",
-    )
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--modes", default="full,sparse", help="annotation modes (full,sparse)")
+    parser.add_argument("--steps-per-second", type=float, default=None, help="step budgets instead of wall time (repeatable under load)")
     args = parser.parse_args(argv)
-    quick = args.quick
-    slices = args.slices or ((1,) if quick else (1, 2, 5))
-    modes = tuple((args.modes or "full,sparse").split(","))
-    times = tuple(float(t) for t in args.times.split(",")) if args.times else ((3.0,) if quick else (30.0, 60.0, 120.0))
-    test_slices = args.test_slices or ((20, 21) if quick else TEST_SLICES)
-    crop = args.crop or (128 if quick else None)
-    if max(slices) > len(TRAIN_ORDER):
-        parser.error(f"at most {len(TRAIN_ORDER)} training slices")
-
     machine = start(NAME, args)
-    try:
-        image, labels = load_em()
-    except DataMissing as exc:
-        print(f"SKIPPED: {exc}")
-        return {"skipped": str(exc)}
-    if crop:
-        image, labels = image[:, :crop, :crop], labels[:, :crop, :crop]
-    from napari_unet.core.postprocess import InstanceParams
-
-    params = InstanceParams(threshold=THRESHOLD, min_size=MIN_SIZE, split_strength=SPLIT_STRENGTH)
-    test_images = [image[i] for i in test_slices]
-    truths = [truth_instances(labels[i]) for i in test_slices]
-    began = time.perf_counter()
-
-    # Which side objects are on, from the first training slice's strokes (as a user's would tell).
-    first = make_annotations(labels[TRAIN_ORDER[0]], "full", 0)
-    objects_bright = bool(image[TRAIN_ORDER[0]][first == 2].mean() > image[TRAIN_ORDER[0]][first == 1].mean())
-    baselines = run_thresholds(test_images, truths, params, objects_bright)
-    for b in baselines:
-        print(f"{b['method']}: IoU {b['iou']:.3f}, F1 {b['f1']:.3f}")
-
-    runs = []
-    for n in slices:
-        train_idx = TRAIN_ORDER[:n]
-        train_images = [image[i] for i in train_idx]
-        for mode in modes:
-            anns = [make_annotations(labels[i], mode, seed=i) for i in train_idx]
-            painted = float(np.mean([painted_fraction(a) for a in anns]))
-            setting = {"n_slices": n, "train_slices": list(train_idx), "mode": mode, "painted_pct": round(100 * painted, 3)}
-            rf = run_random_forest(train_images, anns, test_images, truths, params)
-            runs.append({**setting, **rf})
-            print(f"{n} slice(s), {mode} ({100 * painted:.2f} % painted): random forest F1 {rf['f1']:.3f} in {rf['train_s']:.1f} s")
-            for budget in times:
-                r = run_unet(train_images, anns, test_images, truths, budget, params, args.device, args.steps_per_second)
-                runs.append({**setting, **r})
-                print(f"{n} slice(s), {mode}: U-Net {budget:.0f} s ({r['steps']} steps): IoU {r['iou']:.3f}, F1 {r['f1']:.3f}")
-
-    rows = [
-        [r["n_slices"], r["mode"], r["painted_pct"], r["method"], r["budget_s"], r["steps"], r["train_s"], r["predict_s"], r["iou"], r["f1"], r["precision"], r["recall"]]
-        for r in runs
-    ]
-    rows += [["–", "none", 0.0, b["method"], None, None, 0.0, b["predict_s"], b["iou"], b["f1"], b["precision"], b["recall"]] for b in baselines]
-    tables = [
-        table(
-            f"Accuracy on ISBI 2012 EM, held-out slices {test_slices[0]}–{test_slices[-1]} (mean per slice)",
-            ["train slices", "annotation", "painted %", "method", "budget s", "steps", "train s", "predict s", "fg IoU", "F1@0.5", "precision", "recall"],
-            rows,
-        )
-    ]
-    payload = {
-        "title": "Accuracy on real data (ISBI 2012 EM)",
-        "tables": tables,
-        "targets": [],
-        "settings": {
-            "test_slices": list(test_slices),
-            "train_order": list(TRAIN_ORDER),
-            "slice_counts": list(slices),
-            "modes": list(modes),
-            "budgets_s": list(times),
-            "crop": crop,
-            "device": args.device,
-            "steps_per_second": args.steps_per_second,
-            "instance_params": params.to_dict(),
-            "objects_bright": objects_bright,
-        },
-        "notes": [f"U-Net budgets emulated as {args.steps_per_second:g} training steps per second of budget (not wall time)"] if args.steps_per_second else [],
-        "runs": runs,
-        "baselines": baselines,
-        "total_s": round(time.perf_counter() - began, 1),
-    }
-    print_tables(tables)
-    path = save_results(NAME, payload, results_dir(args), quick, machine)
-    print(f"\nTotal {payload['total_s']:.0f} s. Results: {path}")
-    return payload
+    budgets = QUICK_BUDGETS if args.quick else BUDGETS
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    modes = [m.strip() for m in args.modes.split(",")]
+    records = []
+    for kind in kinds:
+        for seed in seeds:
+            case = KINDS[kind](seed)
+            if case is None:
+                print(f"{kind}: data not found, skipped", flush=True)
+                break
+            for mode in modes:
+                if mode not in case.annotations:
+                    continue
+                rec = {"kind": kind, "mode": mode, "seed": seed, "task": case.task, "info": case.info}
+                rec["forest"] = run_forest(case, mode, seed)
+                rec["otsu"] = run_otsu(case, mode)
+                for budget in budgets:
+                    rec[f"unet_{budget:g}s"] = run_unet(case, mode, budget, seed, args.steps_per_second)
+                for key in ["forest", "otsu"] + [f"unet_{b:g}s" for b in budgets]:
+                    if rec.get(key):
+                        rec[key]["headline"] = headline(case, rec[key])
+                records.append(rec)
+                print(
+                    f"{kind:14s} {mode:6s} seed {seed}: U-Net {budgets[0]:g} s {rec[f'unet_{budgets[0]:g}s']['headline']:.3f}, "
+                    f"{budgets[1]:g} s {rec[f'unet_{budgets[1]:g}s']['headline']:.3f} ({rec[f'unet_{budgets[1]:g}s']['steps']} steps), "
+                    f"forest {rec['forest']['headline']:.3f}" + (f", Otsu {rec['otsu']['headline']:.3f}" if rec["otsu"] else ""),
+                    flush=True,
+                )
+    tables, targets = summarise(records, budgets)
+    print_tables(tables, targets)
+    payload = {"title": "Accuracy suite", "budgets_s": list(budgets), "steps_per_second": args.steps_per_second, "tables": tables, "targets": targets, "records": records}
+    path = save_results(NAME, payload, results_dir(args), args.quick, machine)
+    print(f"\nSaved {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -41,8 +41,15 @@ def test_eval_mode_matches_train_mode_after_small_batch_training():
 def test_default_config_is_small_on_cpu():
     cpu = default_config(torch.device("cpu"))
     gpu = default_config(torch.device("cuda"))
-    assert (cpu.depth, cpu.width, cpu.filter_scales) == (3, 16, 4)
-    assert (gpu.depth, gpu.width, gpu.filter_scales) == (4, 32, 4)
+    assert (cpu.depth, cpu.width, cpu.filter_scales, cpu.forest, cpu.channel_norm) == (3, 16, 5, 1, 0)
+    assert (gpu.depth, gpu.width, gpu.filter_scales, gpu.forest) == (4, 32, 5, 1)
+
+
+def test_config_of_old_model_files_keeps_the_old_architecture():
+    """Files written before the forest have neither key: plain U-Net with channel norm."""
+    old = UNetConfig.from_dict({"in_channels": 1, "n_classes": 2, "depth": 3, "width": 16, "filter_scales": 4})
+    assert (old.forest, old.channel_norm) == (0, 1)
+    assert UNet(old).forest is None
 
 
 def test_filter_bank_adds_fixed_channels_and_no_parameters():

@@ -57,8 +57,9 @@ def test_training_data_takes_only_painted_planes(stack):
 
 
 def test_stack_annotated_on_two_planes_predicts_all_planes(stack, stack_model):
+    """A time series (TYX): objects are per frame, ids unique over the series."""
     image, truth, _ = stack
-    semantic, instances, reports = predict(stack_model, Planes(image, "ZYX"))
+    semantic, instances, reports = predict(stack_model, Planes(image, "TYX"))
     for z in range(3):  # plane 1 was never painted
         assert iou(semantic[z], truth[z]) > 0.6, z
         assert iou(instances[z], truth[z]) > 0.6, z
@@ -72,9 +73,24 @@ def test_stack_annotated_on_two_planes_predicts_all_planes(stack, stack_model):
     assert {r.plane for r in reports} == {0, 1, 2, 3}
 
 
+def test_z_stack_instances_are_3d_objects_with_a_2d_model(stack_model):
+    """ZYX predicted plane by plane: an object spanning planes is one id, touching ones stay apart."""
+    plane = blobs_image(seed=0)[0]
+    image = np.stack([plane] * 4)
+    semantic, instances, _ = predict(stack_model, Planes(image, "ZYX"))
+    per_plane = [set(np.unique(instances[z])) - {0} for z in range(4)]
+    assert per_plane[0] and all(ids == per_plane[0] for ids in per_plane)
+    np.testing.assert_array_equal(instances[0], instances[3])
+    seg, inst = stack_model.segment(image, axes="ZYX")
+    np.testing.assert_array_equal(seg, semantic)
+    assert len(np.unique(inst)) == len(np.unique(instances))
+    _, frames = stack_model.segment(image, axes="TYX")
+    assert len(np.unique(frames)) - 1 == 4 * (len(np.unique(inst)) - 1)
+
+
 def test_repredicting_one_plane_keeps_ids_unique(stack, stack_model):
     image, _, _ = stack
-    planes = Planes(image, "ZYX")
+    planes = Planes(image, "TYX")
     semantic, instances, _ = predict(stack_model, planes)
     before_sem, before_inst = semantic.copy(), instances.copy()
     reports = list(iter_predict_stack(stack_model, planes, semantic, instances, InstanceParams(), indices=[(1,)]))

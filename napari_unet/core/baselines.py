@@ -54,13 +54,16 @@ def local_threshold_watershed(image: np.ndarray, params: InstanceParams | None =
     return semantic, instances_from_semantic(semantic, params)
 
 
-def random_forest(image: np.ndarray, annotations: np.ndarray, params: InstanceParams | None = None, seed: int = 0, predict_on: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def random_forest(
+    image: np.ndarray, annotations: np.ndarray, params: InstanceParams | None = None, seed: int = 0, predict_on: np.ndarray | None = None, channel_axis: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Random forest on multiscale intensity/edge/texture features from the same strokes.
 
     Parameters
     ----------
     image : numpy.ndarray
-        2D training image.
+        2D or 3D training image (with a channel axis if ``channel_axis`` is given);
+        3D volumes get 3D features.
     annotations : numpy.ndarray
         Strokes in the project's convention (0 unlabeled, 1 background, 2.. classes).
     params : InstanceParams, optional
@@ -69,15 +72,18 @@ def random_forest(image: np.ndarray, annotations: np.ndarray, params: InstancePa
         Forest seed.
     predict_on : numpy.ndarray, optional
         Image to segment (default: the training image).
+    channel_axis : int, optional
+        Axis of colour channels (e.g. -1 for RGB).
     """
     params = params or InstanceParams()
-    features = partial(multiscale_basic_features, intensity=True, edges=True, texture=True, sigma_min=1, sigma_max=16)
+    features = partial(multiscale_basic_features, intensity=True, edges=True, texture=True, sigma_min=1, sigma_max=16, channel_axis=channel_axis)
     image = np.asarray(image, dtype=np.float32)
     clf = RandomForestClassifier(n_estimators=50, n_jobs=-1, max_depth=10, max_samples=0.05, random_state=seed)
     clf = fit_segmenter(annotations, features(image), clf)
     target = image if predict_on is None else np.asarray(predict_on, dtype=np.float32)
     feats = features(target)
-    proba = clf.predict_proba(feats.reshape(-1, feats.shape[-1])).T.reshape((-1,) + target.shape)
+    shape = feats.shape[:-1]
+    proba = clf.predict_proba(feats.reshape(-1, feats.shape[-1])).T.reshape((-1,) + shape)
     # fit_segmenter's classes are the annotation values present (1, 2, ...): column 0 is background.
     semantic = semantic_from_probabilities(proba, params.threshold)
     return semantic, instances_from_semantic(semantic, params)

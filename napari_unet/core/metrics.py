@@ -47,3 +47,27 @@ def instance_f1(pred: np.ndarray, truth: np.ndarray, iou_threshold: float = 0.5)
     recall = matched / n_true if n_true else float(n_pred == 0)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return InstanceScore(precision, recall, f1, matched, n_pred, n_true)
+
+
+def class_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Macro precision, recall and mean IoU over the classes present in ``truth``.
+
+    Parameters
+    ----------
+    pred, truth : numpy.ndarray
+        Class labels of the same pixels (any integers; 0 is a class like any other).
+
+    Returns
+    -------
+    dict
+        ``precision``, ``recall`` and ``iou``: means over the truth's classes.
+    """
+    pred, truth = np.asarray(pred).ravel(), np.asarray(truth).ravel()
+    ps, rs, ious = [], [], []
+    for c in np.unique(truth):
+        p, t = pred == c, truth == c
+        inter = np.count_nonzero(p & t)
+        ps.append(inter / max(np.count_nonzero(p), 1))
+        rs.append(inter / max(np.count_nonzero(t), 1))
+        ious.append(inter / max(np.count_nonzero(p | t), 1))
+    return {"precision": float(np.mean(ps)), "recall": float(np.mean(rs)), "iou": float(np.mean(ious))}

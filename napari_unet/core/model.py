@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .filters import FilterBank
+from .forest import Forest
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,18 @@ class UNetConfig:
         Spatial dimensions: 2 (images ``(C, Y, X)``, applied plane by plane
         to stacks) or 3 (volumes ``(C, Z, Y, X)``). Model files written
         before 3D support have no ``ndim`` and load as 2D.
+    forest : int
+        1: a random forest on the filter-bank features
+        (:class:`~napari_unet.core.forest.Forest`) gives a first answer and
+        the U-Net learns a correction of its log-probabilities
+        (autocontext); 0: a plain U-Net (model files from before the forest).
+    channel_norm : int
+        1: per-pixel LayerNorm over channels after each convolution (the
+        architecture of model files from before the forest); 0: none.
+        Normalising each pixel's feature vector throws away its magnitude,
+        so faint objects and noise in empty background look alike; with the
+        forest's probabilities as input and a residual output the plain
+        network trains stably without it.
     """
 
     in_channels: int = 1
@@ -64,6 +77,8 @@ class UNetConfig:
     width: int = 16
     filter_scales: int = 4
     ndim: int = 2
+    forest: int = 0
+    channel_norm: int = 1
 
     def to_dict(self) -> dict:
         """Plain-type dict for checkpoints."""
@@ -71,13 +86,19 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "UNetConfig":
-        """Inverse of :meth:`to_dict`, ignoring unknown keys."""
+        """Inverse of :meth:`to_dict`, ignoring unknown keys (missing ones keep the old architecture)."""
         return cls(**{k: int(data[k]) for k in cls.__dataclass_fields__ if k in data})
 
     @property
     def size_multiple(self) -> int:
         """Input sizes divisible by this (on every spatial axis) need no padding."""
         return 2 ** (self.depth - 1)
+
+
+# Sigmas 1-16, as the classic random-forest segmenter: objects up to ~30 px
+# in radius need the sigma-16 features to be told from background.
+FOREST_SCALES_2D = 5
+FOREST_SCALES_3D = 4
 
 
 def default_config(device: torch.device, in_channels: int = 1, n_classes: int = 2, ndim: int = 2) -> UNetConfig:
@@ -99,13 +120,14 @@ def default_config(device: torch.device, in_channels: int = 1, n_classes: int = 
     """
     if ndim not in (2, 3):
         raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+    new = {"forest": 1, "channel_norm": 0}
     if ndim == 3:
         if device.type == "cpu":
-            return UNetConfig(in_channels, n_classes, depth=3, width=8, filter_scales=3, ndim=3)
-        return UNetConfig(in_channels, n_classes, depth=4, width=16, filter_scales=3, ndim=3)
+            return UNetConfig(in_channels, n_classes, depth=3, width=8, filter_scales=FOREST_SCALES_3D, ndim=3, **new)
+        return UNetConfig(in_channels, n_classes, depth=4, width=16, filter_scales=FOREST_SCALES_3D, ndim=3, **new)
     if device.type == "cpu":
-        return UNetConfig(in_channels, n_classes, depth=3, width=16, filter_scales=4)
-    return UNetConfig(in_channels, n_classes, depth=4, width=32, filter_scales=4)
+        return UNetConfig(in_channels, n_classes, depth=3, width=16, filter_scales=FOREST_SCALES_2D, **new)
+    return UNetConfig(in_channels, n_classes, depth=4, width=32, filter_scales=FOREST_SCALES_2D, **new)
 
 
 class ChannelNorm(nn.Module):
@@ -131,16 +153,15 @@ _UPSAMPLE = {2: "bilinear", 3: "trilinear"}
 
 
 class _DoubleConv(nn.Sequential):
-    def __init__(self, cin: int, cout: int, ndim: int = 2) -> None:
+    def __init__(self, cin: int, cout: int, ndim: int = 2, norm: bool = True) -> None:
         conv = _CONV[ndim]
-        super().__init__(
-            conv(cin, cout, 3, padding=1, bias=False),
-            ChannelNorm(cout),
-            nn.ReLU(inplace=True),
-            conv(cout, cout, 3, padding=1, bias=False),
-            ChannelNorm(cout),
-            nn.ReLU(inplace=True),
-        )
+        layers: list[nn.Module] = []
+        for c in (cin, cout):
+            layers.append(conv(c, cout, 3, padding=1, bias=not norm))
+            if norm:
+                layers.append(ChannelNorm(cout))
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
 
 
 class UNet(nn.Module):
@@ -167,8 +188,12 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         self.filters = FilterBank(config.in_channels, config.filter_scales, nd) if config.filter_scales > 0 else None
         cin = self.filters.out_channels if self.filters is not None else config.in_channels
+        self.forest = Forest(config.n_classes) if config.forest else None
+        if self.forest is not None:
+            cin += config.n_classes
+        norm = bool(config.channel_norm)
         for w in widths:
-            self.down.append(_DoubleConv(cin, w, nd))
+            self.down.append(_DoubleConv(cin, w, nd, norm))
             cin = w
         self.up_proj = nn.ModuleList()
         self.up = nn.ModuleList()
@@ -176,12 +201,30 @@ class UNet(nn.Module):
             # 1x1 projection after bilinear upsampling: cheaper than a
             # transposed convolution and free of checkerboard artefacts.
             self.up_proj.append(conv(cin, w, 1))
-            self.up.append(_DoubleConv(2 * w, w, nd))
+            self.up.append(_DoubleConv(2 * w, w, nd, norm))
             cin = w
         self.head = conv(cin, config.n_classes, 1)
+        if self.forest is not None:
+            # A zero correction: until training moves it, the model's answer is the forest's.
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return class logits ``(N, n_classes, *spatial)`` for input ``(N, C, *spatial)``."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Filter-bank features of ``(N, C, *spatial)`` images (the image itself without a bank)."""
+        return self.filters(x) if self.filters is not None else x
+
+    def forward(self, x: torch.Tensor, forest_probs: torch.Tensor | None = None) -> torch.Tensor:
+        """Return class logits ``(N, n_classes, *spatial)`` for input ``(N, C, *spatial)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Normalised images.
+        forest_probs : torch.Tensor, optional
+            ``(N, n_classes, *spatial)`` forest probabilities to use instead
+            of the model's own forest: training feeds out-of-fold ones on
+            painted pixels (see :mod:`napari_unet.core.autocontext`).
+        """
         spatial = tuple(x.shape[2:])
         if len(spatial) != self.config.ndim:
             raise ValueError(f"a {self.config.ndim}D U-Net needs input (N, C, {'Z, ' if self.config.ndim == 3 else ''}Y, X), got shape {tuple(x.shape)}")
@@ -192,8 +235,15 @@ class UNet(nn.Module):
             mode = "reflect" if all(p < s for p, s in zip(pads, spatial)) else "replicate"
             # F.pad lists (before, after) pairs from the last axis backwards.
             x = F.pad(x, [v for p in reversed(pads) for v in (0, p)], mode=mode)
-        if self.filters is not None:
-            x = self.filters(x)
+            if forest_probs is not None:
+                forest_probs = F.pad(forest_probs, [v for p in reversed(pads) for v in (0, p)], mode="replicate")
+        x = self.features(x)
+        prior = None
+        if self.forest is not None:
+            probs = self.forest(x) if forest_probs is None else forest_probs
+            # Floor at 1e-3: a forest's hard 0 must stay correctable.
+            prior = torch.log(probs.clamp_min(1e-3))
+            x = torch.cat([x, probs.to(x.dtype)], dim=1)
         skips = []
         for i, block in enumerate(self.down):
             if i:
@@ -203,4 +253,7 @@ class UNet(nn.Module):
         for proj, block, skip in zip(self.up_proj, self.up, reversed(skips[:-1])):
             x = F.interpolate(x, size=skip.shape[2:], mode=self._upsample, align_corners=False)
             x = block(torch.cat([skip, proj(x)], dim=1))
-        return self.head(x)[(Ellipsis, *(slice(0, s) for s in spatial))]
+        logits = self.head(x)
+        if prior is not None:
+            logits = logits + prior.to(logits.dtype)
+        return logits[(Ellipsis, *(slice(0, s) for s in spatial))]

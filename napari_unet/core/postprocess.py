@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label
-from skimage.morphology import h_maxima
+from skimage.feature import peak_local_max
 from skimage.segmentation import relabel_sequential, watershed
 
 
@@ -28,9 +28,12 @@ class InstanceParams:
         Objects smaller than this many pixels are dropped.
     split_strength : float
         0 keeps connected components whole; towards 1 touching objects are
-        split more readily (distance-transform watershed whose seeds are
-        maxima deeper than ``(1 - split_strength)`` times the typical
-        object radius).
+        split more readily: a seeded watershed on the distance transform
+        whose seeds are its local maxima at least
+        ``SEED_SPACING * (1 - split_strength)`` times the typical object
+        radius apart (0.5: 0.6 radii). Scaling the seed spacing with the
+        objects' own size is what lets one default serve nuclei of 4 and
+        of 30 pixels.
     """
 
     threshold: float = 0.5
@@ -57,6 +60,21 @@ def semantic_from_probabilities(probs: np.ndarray, threshold: float = 0.5) -> np
     return np.where(foreground, best_object, 0).astype(dtype)
 
 
+# Seed spacing in typical radii at split_strength 0 (see InstanceParams).
+SEED_SPACING = 1.2
+
+
+def typical_radius(distance: np.ndarray, components: np.ndarray, min_size: int = 0) -> float:
+    """Median over objects of their largest inscribed radius (objects of at least ``min_size`` pixels)."""
+    n = int(components.max())
+    radii = ndi.maximum(distance, components, index=np.arange(1, n + 1))
+    if min_size > 1:
+        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+        if np.any(sizes >= min_size):
+            radii = np.asarray(radii)[sizes >= min_size]
+    return float(np.median(radii))
+
+
 def split_instances(mask: np.ndarray, split_strength: float = 0.5, min_size: int = 0) -> np.ndarray:
     """Instances of a binary mask, touching objects split by watershed.
 
@@ -81,11 +99,11 @@ def split_instances(mask: np.ndarray, split_strength: float = 0.5, min_size: int
         distance = ndi.distance_transform_edt(mask)
         # Smoothing merges spurious maxima along ragged outlines.
         distance = ndi.gaussian_filter(distance, 1.0)
-        radii = ndi.maximum(distance, components, index=np.arange(1, components.max() + 1))
-        typical = float(np.median(radii))
-        depth = max(0.5, (1.0 - min(split_strength, 1.0)) * typical)
-        markers = label(h_maxima(distance, depth), connectivity=2)
-        # Components without a deep enough maximum keep one seed of their own.
+        spacing = SEED_SPACING * (1.0 - min(split_strength, 1.0)) * typical_radius(distance, components, min_size)
+        peaks = peak_local_max(distance, min_distance=max(1, int(round(spacing))), labels=components, exclude_border=False)
+        markers = np.zeros(mask.shape, dtype=np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        # Components without a seed (plateaus) keep one seed of their own.
         unseeded = np.setdiff1d(np.unique(components), np.unique(components[markers > 0]))
         unseeded = unseeded[unseeded > 0]
         if unseeded.size:

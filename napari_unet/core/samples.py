@@ -233,12 +233,14 @@ def _crop(array: np.ndarray, start: tuple[int, ...], size: tuple[int, ...], fill
     return out
 
 
-def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, image_channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Random flips, 90° rotations, intensity scale/shift, gamma and noise on one pair.
 
     ``x`` is ``(C, *patch)`` and ``y`` ``(*patch)``, 2D or 3D. Rotations are
     in YX only (the patch is square there; Z is often sampled differently),
-    flips in X (with rotations: every YX flip) and, in 3D, in Z.
+    flips in X (with rotations: every YX flip) and, in 3D, in Z. Intensity
+    changes touch only the first ``image_channels`` channels (default all):
+    the others are forest probabilities, moved only with the geometry.
     """
     k = int(rng.integers(4))
     x, y = np.rot90(x, k, axes=(-2, -1)), np.rot90(y, k, axes=(-2, -1))
@@ -247,6 +249,16 @@ def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.
     three_d = y.ndim == 3
     if three_d and rng.random() < 0.5:
         x, y = x[..., ::-1, :, :], y[::-1]
+    if image_channels is not None and image_channels < x.shape[0]:
+        rest = np.ascontiguousarray(x[image_channels:], dtype=np.float32)
+        x, y = augment_intensity(x[:image_channels], y, rng)
+        return np.concatenate([x, rest]), y
+    return augment_intensity(x, y, rng)
+
+
+def augment_intensity(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Gamma, gain, offset, illumination ramp and noise on image channels ``x``."""
+    three_d = y.ndim == 3
     gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
     # Sign-preserving gamma: values below the low percentile stay ordered.
     x = np.sign(x) * np.abs(x) ** gamma
@@ -275,8 +287,9 @@ class PatchSampler:
     images, ``pz x P/2 x P/2`` for 3D volumes.
     """
 
-    def __init__(self, data: list[LabelledImage], patch_size: int, batch_size: int, augment: bool, rng: np.random.Generator) -> None:
+    def __init__(self, data: list[LabelledImage], patch_size: int, batch_size: int, augment: bool, rng: np.random.Generator, image_channels: int | None = None) -> None:
         self.data = data
+        self.image_channels = image_channels
         self.patch_size = patch_size
         self.patch_shape = _data_patch_shape(data, patch_size) if data else (patch_size, patch_size)
         self.batch_size = batch_size
@@ -308,7 +321,7 @@ class PatchSampler:
         x = _crop(item.image, start, shape, 0.0)
         y = _crop(item.train_target, start, shape, IGNORE)
         if self.augment:
-            x, y = augment(x, y, self.rng)
+            x, y = augment(x, y, self.rng, self.image_channels)
         return x, y
 
     def batch(self) -> tuple[np.ndarray, np.ndarray]:

@@ -266,6 +266,60 @@ class Segmenter:
             pass
         return item
 
+    def segment(self, image, axes: str | None = None, params=None) -> tuple[np.ndarray, np.ndarray]:
+        """Semantic labels and instances of an in-memory image, plane by plane where the model is 2D.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            ``(Y, X)``, ``(C, Y, X)``, a stack ``(Z|T, Y, X)`` or ``(C, Z|T, Y, X)``
+            for a 2D model, a volume for a 3D one.
+        axes : str, optional
+            Axes of ``image`` (``YX``, ``CYX``, ``ZYX``, ``TYX``, ``CZYX``...).
+            Default: ``YX``/``CYX`` as the model's channels say, and for a 3D
+            model its volume. ``Z`` makes instances 3D objects (one id per
+            object across planes); ``T`` numbers them per frame, ids unique
+            over the stack.
+        params : InstanceParams, optional
+            Post-processing parameters.
+
+        Returns
+        -------
+        semantic, instances : numpy.ndarray
+            Label-shaped (``image`` without its channel axis).
+        """
+        from .postprocess import InstanceParams, instances_from_semantic, semantic_from_probabilities
+
+        params = params or InstanceParams()
+        if self.model is None:
+            raise UserInputError("no model yet: train one or load a model file first")
+        image = np.asarray(image)
+        channels = self.config.in_channels
+        ndim = model_ndim(self.config)
+        if axes is None:
+            spatial = image.ndim - (1 if channels > 1 or image.ndim > ndim + (ndim == 2) else 0)
+            axes = ("C" if image.ndim > spatial else "") + ("ZYX" if spatial == 3 else "YX")
+        axes = axes.upper()
+        if "C" in axes:
+            image = np.moveaxis(image, axes.index("C"), 0)
+            axes = "C" + axes.replace("C", "")
+        stack_axis = next((a for a in axes.replace("C", "")[:-2] if a in "ZT"), None)
+        if ndim == 3 or stack_axis is None:
+            probs = self.predict_probabilities(image)
+        else:
+            # A 2D model on a stack: predict plane by plane.
+            planes = image if "C" not in axes else np.moveaxis(image, 1, 0)
+            probs = np.stack([self.predict_probabilities(p) for p in planes], axis=1)
+        semantic = semantic_from_probabilities(probs, params.threshold)
+        if stack_axis == "T" and ndim == 2:
+            instances = np.zeros(semantic.shape, dtype=np.int32)
+            for t in range(semantic.shape[0]):
+                objs = instances_from_semantic(semantic[t], params)
+                instances[t] = np.where(objs > 0, objs + instances[:t].max(initial=0), 0)
+        else:
+            instances = instances_from_semantic(semantic, params)
+        return semantic, instances
+
     # -- files ---------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write weights, architecture, normalisation, classes and history to one file."""

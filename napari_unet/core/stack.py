@@ -205,5 +205,37 @@ def iter_predict_stack(
                 break
             yield StackProgress(done, total, progress)
         offset = max(offset, int(top) if top is not None else offset)
+    if ndim == 2 and "Z" in planes.loop_axes and indices is None:
+        offset = yield from _relabel_in_3d(planes, semantic_out, instances_out, params, total)
     yield StackProgress(total, total, None)
+    return offset
+
+
+def _relabel_in_3d(planes: Planes, semantic_out, instances_out, params: InstanceParams, total: int) -> Generator[StackProgress, None, int]:
+    """Instances of a Z stack predicted plane by plane, as 3D objects (one id per object across planes).
+
+    A 2D model sees one plane at a time, but a nucleus spans several: its
+    per-plane pieces are one object. The semantic planes are labelled again
+    as ``(Z, Y, X)`` volumes, block by block in YX, one per index of the
+    other loop axes (e.g. per time point of a TZYX series); ids stay unique
+    over the whole output.
+    """
+    from .stitch import iter_label_blockwise
+
+    label_axes = planes.label_axes
+    others = [a for a in planes.loop_axes if a != "Z"]
+    shape = dict(zip(label_axes, planes.label_shape))
+    kept = tuple(i for i, a in enumerate(label_axes) if a not in others)
+    offset = 0
+    for index in np.ndindex(*(shape[a] for a in others)):
+        at = dict(zip(others, index))
+        fixed = tuple(at.get(a) for a in label_axes)
+        gen = iter_label_blockwise(view(semantic_out, fixed, kept), view(instances_out, fixed, kept), params, id_offset=offset)
+        while True:
+            try:
+                progress = next(gen)
+            except StopIteration as finished:
+                offset = int(finished.value)
+                break
+            yield StackProgress(total, total, progress)
     return offset

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserInputError
+from .autocontext import add_forest_inputs
 from .samples import IGNORE, PatchSampler, class_weights, prepare, validation_patches
 
 
@@ -39,7 +40,12 @@ class TrainConfig:
         squared (:func:`napari_unet.core.samples.patch_shape`).
     learning_rate, weight_decay : float
         AdamW settings; the rate warms up over 10 steps and decays by cosine
-        to a tenth over the budget.
+        to a tenth over the budget. ``learning_rate=None`` (default) takes
+        1e-3 for a model with a forest and 3e-3 for a plain U-Net: the
+        correction of a forest from a few strokes, at 3e-3, fits the
+        strokes perfectly within ~40 steps and then collapses on the
+        unpainted rest (measured on the accuracy suite's sparse nuclei:
+        F1 0.80 at step 20, 0.20 at step 40; at 1e-3 it stays 0.72-0.92).
     val_fraction : float
         Share of the labelled area held out for validation (0 disables).
     val_every : int
@@ -48,6 +54,21 @@ class TrainConfig:
         Random flips, rotations, intensity changes and noise.
     seed : int or None
         Makes CPU runs repeatable.
+    forest_consistency : float
+        For models with a forest: weight of a second loss on *unpainted*
+        pixels where the forest is confident (a class above
+        ``CONFIDENT``), with the forest's answer as the target (0 disables).
+        Strokes say nothing about the pixels between them; without this
+        anchor, a correction learned from a few strokes can drift anywhere
+        there (objects swelling into the background, say) while the
+        held-out strokes, which lie where the strokes are, never see it.
+        Where the forest is unsure (object borders, dim objects) the U-Net
+        stays free to change its answer.
+    balance_classes : bool
+        Weight the stroke loss by inverse class frequency (see
+        :func:`~napari_unet.core.samples.class_weights`). Needed by a plain
+        U-Net from sparse strokes; a model with a forest starts from the
+        forest's calibrated answer and keeps it unweighted.
     mixed_precision : bool
         Autocast on CUDA (bfloat16 where supported, else float16 with a
         gradient scaler). Ignored on other devices.
@@ -57,13 +78,15 @@ class TrainConfig:
     max_time: float | None = None
     patch_size: int = 128
     batch_size: int = 8
-    learning_rate: float = 3e-3
+    learning_rate: float | None = None
     weight_decay: float = 1e-4
     val_fraction: float = 0.15
     val_every: int = 10
     augment: bool = True
     seed: int | None = None
     mixed_precision: bool = True
+    forest_consistency: float = 0.5
+    balance_classes: bool | None = None
 
     def __post_init__(self) -> None:
         if self.steps is None and self.max_time is None:
@@ -100,6 +123,10 @@ class TrainProgress:
     fraction: float
     done: bool = False
     stopped: bool = False
+
+
+# Forest probability above which an unpainted pixel's forest answer is used as a target.
+CONFIDENT = 0.9
 
 
 def _lr_factor(step: int, fraction: float) -> float:
@@ -179,9 +206,15 @@ def train_model(
     for image, target in zip(images, targets):
         if target.ndim != ndim:
             raise UserInputError(f"a {ndim}D model cannot train on {target.ndim}D annotations of shape {tuple(target.shape)}")
+    start = time.perf_counter()  # the forest's fit counts against the budget too
+    channels = model.config.in_channels
+    forest = getattr(model, "forest", None) is not None
+    if forest:
+        images = add_forest_inputs(model, images, targets, device, config.seed)
     data = prepare(images, targets, config.patch_size, config.val_fraction, rng)
-    sampler = PatchSampler(data, config.patch_size, config.batch_size, config.augment, rng)
-    weight = torch.as_tensor(class_weights(data, n_classes), device=device)
+    sampler = PatchSampler(data, config.patch_size, config.batch_size, config.augment, rng, channels)
+    balance = config.balance_classes if config.balance_classes is not None else not forest
+    weight = torch.as_tensor(class_weights(data, n_classes), device=device) if balance else None
     val = validation_patches(data, config.patch_size)
     val_x = val_y = None
     if val is not None:
@@ -191,15 +224,29 @@ def train_model(
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    base_lr = config.learning_rate if config.learning_rate is not None else (1e-3 if forest else 3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=base_lr, weight_decay=config.weight_decay)
 
     def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return masked_cross_entropy(logits, y, weight)
 
+    def train_loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = loss_fn(logits, y)
+        if forest and config.forest_consistency > 0:
+            prior = x[:, channels:]
+            confident = (prior.max(1).values >= CONFIDENT) & (y == IGNORE)
+            pseudo = torch.where(confident, prior.argmax(1), torch.full_like(y, IGNORE))
+            loss = loss + config.forest_consistency * masked_cross_entropy(logits, pseudo)
+        return loss
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        # Forest inputs ride along as extra channels of the training images.
+        return model(x[:, :channels], forest_probs=x[:, channels:]) if forest else model(x)
+
     def validate() -> tuple[float, float]:
         model.eval()
         with torch.inference_mode(), autocast():
-            logits = torch.cat([model(val_x[i : i + 4]) for i in range(0, len(val_x), 4)])
+            logits = torch.cat([run(val_x[i : i + 4]) for i in range(0, len(val_x), 4)])
             loss = loss_fn(logits, val_y).item()
         model.train()
         return loss, _mean_iou(logits.float(), val_y, n_classes)
@@ -208,7 +255,12 @@ def train_model(
     best_score, best_step = math.inf, 0
     ema = None
     val_loss = val_iou = None
-    start = time.perf_counter()
+    if forest and val_x is not None:
+        # Step 0 is a candidate too: the forest with the current correction
+        # (none for a fresh model). Training then only replaces it when the
+        # held-out strokes say it got better.
+        val_loss, val_iou = validate()
+        best_score, best_state = val_loss, _copy_state(model)
     step = 0
     stopped = False
     model.train()
@@ -222,11 +274,11 @@ def train_model(
                 stopped = True
                 break
             for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * _lr_factor(step, fraction)
+                group["lr"] = base_lr * _lr_factor(step, fraction)
             x, y = sampler.batch()
             x, y = torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True)
             with autocast():
-                loss = loss_fn(model(x), y)
+                loss = train_loss(run(x), x, y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
