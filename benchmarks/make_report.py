@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -57,38 +59,33 @@ def _pyplot():
 
 
 def plot_accuracy(data: dict, path: Path) -> Path | None:
-    """Instance F1 against training budget, one panel per annotation mode."""
-    runs = data.get("runs") or []
-    unet = [r for r in runs if r["method"] == "U-Net"]
-    if not unet:
+    """Per (kind, strokes): every seed's score for U-Net (both budgets), forest and Otsu."""
+    records = data.get("records") or []
+    budgets = data.get("budgets_s") or []
+    if not records or len(budgets) != 2:
         return None
     plt = _pyplot()
-    modes = sorted({r["mode"] for r in runs}, key=lambda m: (m != "full", m))
-    counts = sorted({r["n_slices"] for r in runs})
-    colours = dict(zip(counts, plt.cm.viridis([0.1, 0.5, 0.85, 0.3, 0.7][: len(counts)])))
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), sharey=True, squeeze=False)
-    for ax, mode in zip(axes[0], modes):
-        for n in counts:
-            pts = sorted((r["budget_s"], r["f1"]) for r in unet if r["mode"] == mode and r["n_slices"] == n)
-            if pts:
-                ax.plot(*zip(*pts), "o-", color=colours[n], label=f"U-Net, {n} slice{'s' if n > 1 else ''}")
-            for r in runs:
-                if r["method"] == "random forest" and r["mode"] == mode and r["n_slices"] == n:
-                    ax.plot([r["train_s"]], [r["f1"]], "*", ms=13, color=colours[n], mec="k", label=f"random forest, {n} slice{'s' if n > 1 else ''} (train+predict time)")
-        for b, style in zip(data.get("baselines") or [], ("--", ":")):
-            ax.axhline(b["f1"], color="grey", ls=style, label=b["method"])
-        painted = sorted({round(r["painted_pct"], 2) for r in runs if r["mode"] == mode})
-        span = f"{painted[0]:g}" if painted[0] == painted[-1] else f"{painted[0]:g}–{painted[-1]:g}"
-        ax.set_title(f"{ {'full': 'full masks', 'sparse': 'sparse strokes'}.get(mode, mode)} ({span} % painted)")
-        ax.set_xlabel("training time (s)")
-        ax.set_xlim(left=0)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("instance F1 at IoU 0.5 (held-out slices)")
-    axes[0][0].set_ylim(0, 1)
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.suptitle("ISBI 2012 EM: instance F1 against training time")
-    fig.tight_layout(rect=(0, 0.12 + 0.03 * (len(labels) // 3), 1, 1))
+    groups: list[tuple[str, str]] = []
+    for r in records:
+        if (r["kind"], r["mode"]) not in groups:
+            groups.append((r["kind"], r["mode"]))
+    methods = [(f"unet_{budgets[0]:g}s", f"U-Net {budgets[0]:g} s", "tab:cyan"), (f"unet_{budgets[1]:g}s", f"U-Net {budgets[1]:g} s", "tab:blue"), ("forest", "random forest", "tab:orange"), ("otsu", "Otsu", "tab:grey")]
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(groups) + 2), 4.5))
+    for gi, (kind, mode) in enumerate(groups):
+        recs = [r for r in records if r["kind"] == kind and r["mode"] == mode]
+        for mi, (key, name, colour) in enumerate(methods):
+            values = [r[key]["headline"] for r in recs if r.get(key)]
+            if not values:
+                continue
+            x = gi + (mi - 1.5) * 0.18
+            ax.bar(x, float(np.mean(values)), 0.17, color=colour, alpha=0.8, label=name if gi == 0 else None)
+            ax.plot([x] * len(values), values, "k.", ms=4)
+    ax.set_xticks(range(len(groups)), [f"{k}\n{m}" for k, m in groups], fontsize=8)
+    ax.set_ylabel("F1@0.5 (objects) / min(macro P, R) (classes)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -143,7 +140,7 @@ def plot_memory(data: dict, path: Path) -> Path | None:
     return path
 
 
-PLOTTERS = {"accuracy": (plot_accuracy, "accuracy_f1_vs_time.png"), "speed": (plot_throughput, "speed_throughput.png"), "memory": (plot_memory, "memory_vs_size.png")}
+PLOTTERS = {"accuracy": (plot_accuracy, "accuracy_suite.png"), "speed": (plot_throughput, "speed_throughput.png"), "memory": (plot_memory, "memory_vs_size.png")}
 
 
 # -- markdown ----------------------------------------------------------------
@@ -155,21 +152,9 @@ def _targets_table(rows: list[tuple[str, dict]]) -> str:
 
 
 def accuracy_summary(data: dict) -> str | None:
-    """Per setting: U-Net F1 at the longest budget, random forest and threshold F1."""
-    runs = data.get("runs") or []
-    unet = [r for r in runs if r["method"] == "U-Net"]
-    if not unet:
-        return None
-    longest = max(r["budget_s"] for r in unet)
-    otsu = {b["method"]: b["f1"] for b in data.get("baselines") or []}
-    rows = []
-    for n in sorted({r["n_slices"] for r in runs}):
-        for mode in sorted({r["mode"] for r in runs}):
-            u = [r for r in unet if r["n_slices"] == n and r["mode"] == mode and r["budget_s"] == longest]
-            rf = [r for r in runs if r["method"] == "random forest" and r["n_slices"] == n and r["mode"] == mode]
-            if u:
-                rows.append([n, mode, u[0]["f1"], rf[0]["f1"] if rf else None] + [otsu.get(k) for k in otsu])
-    return format_table(["train slices", "annotation", f"U-Net F1 ({longest:.0f} s)", "random forest F1"] + [f"{k} F1" for k in otsu], rows)
+    """The suite's summary table (mean and spread over seeds per kind and strokes)."""
+    tables = data.get("tables") or []
+    return format_table(tables[0]["columns"], tables[0]["rows"]) if tables else None
 
 
 def section(data: dict, docs: Path) -> tuple[str, Path | None]:
@@ -225,7 +210,7 @@ def summary(results: list[dict], link: bool = True) -> str:
     acc = next((d for d in results if d["name"] == "accuracy"), None)
     acc_table = acc and accuracy_summary(acc)
     if acc_table:
-        parts.append("Instance F1 at IoU 0.5 on held-out ISBI 2012 EM slices:\n\n" + acc_table)
+        parts.append("Accuracy suite (unpainted regions; F1@0.5 for objects, min of macro precision and recall for classes):\n\n" + acc_table)
     if not parts:
         return "No benchmark results yet."
     if link:

@@ -362,12 +362,12 @@ def _shared_data() -> Path:
 
 def em_case(seed: int) -> Case | None:
     """ISBI 2012 EM: train on one slice (painted as a whole slice or sparsely), scored on another."""
-    import tifffile
+    from benchmarks._common import DataMissing, load_em
 
-    folder = _shared_data() / "isbi2012-em"
-    if not (folder / "image.tif").is_file():
+    try:
+        images, labels = load_em()  # $NAPARI_UNET_EM_DATA or ../shared/data/isbi2012-em
+    except DataMissing:
         return None
-    images, labels = tifffile.imread(folder / "image.tif"), tifffile.imread(folder / "labels.tif")
     train, test = [0, 10, 4][seed % 3], [20, 24, 28][seed % 3]
     crop = (slice(0, 256), slice(0, 512))
     # Two slices side by side: the left one painted, the right one scored.

@@ -72,9 +72,12 @@ class AdvancedSettings(QWidget):
 
         self.learning_rate = QDoubleSpinBox()
         self.learning_rate.setDecimals(5)
-        self.learning_rate.setRange(1e-5, 1.0)
+        self.learning_rate.setRange(0.0, 1.0)
         self.learning_rate.setSingleStep(5e-4)
-        self.learning_rate.setValue(TrainConfig.learning_rate)
+        # 0 shows as "auto": the engine's default for the model (TrainConfig.learning_rate).
+        self.learning_rate.setSpecialValueText("auto")
+        self.learning_rate.setValue(0.0)
+        self.learning_rate.setToolTip("auto: 1e-3 for a model with its random forest (the default), 3e-3 for a plain U-Net.")
         form.addRow("Learning rate", self.learning_rate)
 
         self.budget = QSpinBox()
@@ -167,6 +170,6 @@ class AdvancedSettings(QWidget):
             max_time=float(self.budget.value()) if by_time else None,
             patch_size=self.patch_size.value(),
             batch_size=self.batch_size.value(),
-            learning_rate=self.learning_rate.value(),
+            learning_rate=self.learning_rate.value() or None,
             seed=seed,
         )

@@ -85,12 +85,12 @@ class LossPlot(QWidget):
                 spine.set_alpha(0.4)
         ax.set_xlabel("step", color=foreground, fontsize=8, labelpad=1)
         ax.set_ylabel("loss", color=foreground, fontsize=8, labelpad=2)
-        iou_ax.set_ylabel("val IoU", color=IOU_COLOR, fontsize=8, labelpad=2)
+        iou_ax.set_ylabel("held-out strokes IoU", color=IOU_COLOR, fontsize=8, labelpad=2)
         iou_ax.set_ylim(0, 1)
         # Animated artists are left out of full draws and blitted on top.
         (self._train_line,) = ax.plot([], [], color=TRAIN_COLOR, lw=0.8, label="train loss", animated=True)
-        (self._val_line,) = ax.plot([], [], color=VAL_COLOR, lw=1.4, marker="o", ms=2.5, label="val loss", animated=True)
-        (self._iou_line,) = iou_ax.plot([], [], color=IOU_COLOR, lw=1.2, ls="--", marker="s", ms=2.5, label="val IoU", animated=True)
+        (self._val_line,) = ax.plot([], [], color=VAL_COLOR, lw=1.4, marker="o", ms=2.5, label="held-out strokes loss", animated=True)
+        (self._iou_line,) = iou_ax.plot([], [], color=IOU_COLOR, lw=1.2, ls="--", marker="s", ms=2.5, label="held-out strokes IoU", animated=True)
         self._run_lines: list = []
         self.figure.legend(
             handles=[self._train_line, self._val_line, self._iou_line],

@@ -835,7 +835,7 @@ class UNetWidget(QWidget):
         if progress.time_left is not None and not progress.done:
             text += f" — {_format_seconds(progress.time_left)} left"
         if progress.val_iou is not None:
-            text += f" — val IoU {progress.val_iou:.2f}"
+            text += f" — IoU on held-out strokes {progress.val_iou:.2f}"
         self.train_progress.show_progress(int(progress.fraction * 1000), 1000, text)
         curves = history_curves(list(self.segmenter.history))  # a copy: the worker appends to it
         run_start = curves.run_starts[-1] if curves.run_starts else 0
@@ -864,7 +864,7 @@ class UNetWidget(QWidget):
             self._model_changed()
             summary = f"trained {last.step} steps in {_format_seconds(last.elapsed)}"
             if last.val_iou is not None:
-                summary += f" — val IoU {last.val_iou:.2f}"
+                summary += f" — IoU on held-out strokes {last.val_iou:.2f}"
             self.train_progress.setFormat(("stopped: " if last.stopped else "") + summary)
             if last.stopped:
                 show_info(f"Training stopped at step {last.step}; kept the best weights (step {last.best_step}).")

@@ -83,19 +83,17 @@ def test_memory_quick(quick_run):
 
 @pytest.mark.slow  # the shared quick run takes 40-60 s
 def test_accuracy_quick(quick_run):
-    if not EM_PRESENT:
-        pytest.skip(f"ISBI 2012 EM data absent from {em_data_dir()} (set NAPARI_UNET_EM_DATA)")
+    """The suite ran generated kinds beside the forest and Otsu, both budgets, every score in range."""
     data = _load(quick_run, "accuracy")
-    runs = data["runs"]
-    assert {(r["method"], r["mode"]) for r in runs} == {(m, mode) for m in ("U-Net", "random forest") for mode in ("full", "sparse")}
-    for r in runs + data["baselines"]:
-        assert 0.0 <= r["f1"] <= 1.0 and 0.0 <= r["iou"] <= 1.0
-    unet = [r for r in runs if r["method"] == "U-Net"]
-    assert all(r["steps"] >= 1 and r["budget_s"] == 3.0 for r in unet)
-    full = next(r for r in runs if r["mode"] == "full")
-    sparse = next(r for r in runs if r["mode"] == "sparse")
-    assert full["painted_pct"] == 100.0 and 0 < sparse["painted_pct"] < 20
-    assert {b["method"] for b in data["baselines"]} == {"Otsu + watershed", "local threshold + watershed"}
+    records = data["records"]
+    assert {(r["kind"], r["mode"]) for r in records} == {(k, m) for k in ("nuclei", "rgb") for m in ("full", "sparse")}
+    assert data["budgets_s"] == [2.0, 4.0]
+    for r in records:
+        for key in ("forest", "unet_2s", "unet_4s"):
+            assert 0.0 <= r[key]["headline"] <= 1.0
+        assert r["unet_4s"]["steps"] >= 1
+        assert (r["otsu"] is None) == (r["kind"] == "rgb")
+    assert {t["met"] for t in data["targets"]} <= {True, False}
 
 
 @pytest.mark.slow  # the shared quick run takes 40-60 s
@@ -106,16 +104,29 @@ def test_report_from_quick_results(quick_run):
     assert "Quick run" in report and "## Speed" in report and "## Memory" in report
     assert "Machine: CPU" in report and "Targets" in report
     assert (out / "speed_throughput.png").is_file() and (out / "memory_vs_size.png").is_file()
-    if EM_PRESENT:
-        assert (out / "accuracy_f1_vs_time.png").is_file() and "ISBI 2012 EM" in report
+    assert (out / "accuracy_suite.png").is_file() and "## Accuracy suite" in report
+    assert "random forest" in report and "nuclei" in report and "rgb" in report
 
 
-def test_accuracy_says_when_data_is_absent(tmp_path):
+def test_accuracy_says_when_real_data_is_absent(tmp_path):
     env = dict(os.environ, NAPARI_UNET_EM_DATA=str(tmp_path / "nowhere"))
-    proc = _run(["-m", "benchmarks.bench_accuracy", "--quick", "--out", str(tmp_path)], env=env, timeout=120)
+    proc = _run(["-m", "benchmarks.bench_accuracy", "--quick", "--kinds", "em", "--out", str(tmp_path)], env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "SKIPPED: ISBI 2012 EM data not found" in proc.stdout and "NAPARI_UNET_EM_DATA" in proc.stdout
+    assert "em: SKIPPED: data not found" in proc.stdout
     assert not (tmp_path / "accuracy.json").exists()
+
+
+def test_suite_cases_are_repeatable_and_differ_by_seed():
+    from benchmarks.suite_data import KINDS
+
+    for kind in ("nuclei", "rgb", "membranes"):
+        a, b, c = KINDS[kind](0), KINDS[kind](0), KINDS[kind](1)
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.annotations["sparse"], b.annotations["sparse"])
+        assert not np.array_equal(a.image, c.image)
+        for mode, ann in a.annotations.items():
+            labelled = set(np.unique(ann)) - {0}
+            assert 1 in labelled and len(labelled) >= 2, (kind, mode)
+            assert a.score_mask(mode).any() and not np.any(ann[a.score_mask(mode)]), (kind, mode)
 
 
 def test_run_all_runs_as_a_file():

@@ -25,6 +25,10 @@ import torch
 from .forest import Forest, fit_forest
 
 FOLDS = 3
+# Trees of each cross-fitting forest: their probabilities only need to be
+# as wrong as the full forest's on unseen pixels, not as smooth; fewer trees
+# keep the three extra fits to about a second.
+FOLD_TREES = 20
 # Side of the blocks assigned to folds (pixels; Z blocks in 3D are as deep as
 # the volume's painted planes usually are apart, so whole planes go together).
 FOLD_BLOCK = 32
@@ -107,7 +111,7 @@ def add_forest_inputs(model, images: list[np.ndarray], targets: list[np.ndarray]
             # One block painted: nothing to hold out, in-sample is all there is.
             oof[held] = _predict_pixels(packed, x_all[held], n_classes)
             continue
-        fold_forest = fit_forest(x_all[~held], y_all[~held], n_classes, forest_seed)
+        fold_forest = fit_forest(x_all[~held], y_all[~held], n_classes, forest_seed, n_trees=FOLD_TREES)
         oof[held] = _predict_pixels(fold_forest, x_all[held], n_classes)
     out, offset = [], 0
     for image, f, t in zip(images, feats, targets):

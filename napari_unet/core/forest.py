@@ -38,7 +38,7 @@ SAMPLE_SHARE = 0.05
 MIN_SAMPLES = 2000
 
 
-def fit_forest(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int | None = 0, n_jobs: int | None = None):
+def fit_forest(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int | None = 0, n_jobs: int | None = None, n_trees: int = N_TREES):
     """Fit a random forest on labelled pixels.
 
     Parameters
@@ -54,6 +54,8 @@ def fit_forest(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: i
         Random state (repeatable fits).
     n_jobs : int, optional
         Worker threads (default: all cores, as the fit is short).
+    n_trees : int
+        Trees in the forest.
 
     Returns
     -------
@@ -65,7 +67,7 @@ def fit_forest(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: i
     n = len(labels)
     samples = min(n, max(int(SAMPLE_SHARE * n), MIN_SAMPLES))
     clf = RandomForestClassifier(
-        n_estimators=N_TREES,
+        n_estimators=n_trees,
         max_depth=MAX_DEPTH,
         max_samples=samples if samples < n else None,
         bootstrap=True,

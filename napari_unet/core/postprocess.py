@@ -101,8 +101,10 @@ def split_instances(mask: np.ndarray, split_strength: float = 0.5, min_size: int
         distance = ndi.gaussian_filter(distance, 1.0)
         spacing = SEED_SPACING * (1.0 - min(split_strength, 1.0)) * typical_radius(distance, components, min_size)
         peaks = peak_local_max(distance, min_distance=max(1, int(round(spacing))), labels=components, exclude_border=False)
-        markers = np.zeros(mask.shape, dtype=np.int32)
-        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        seeds = np.zeros(mask.shape, dtype=bool)
+        seeds[tuple(peaks.T)] = True
+        # Maxima on a plateau (even-sized objects) come as adjacent pixels: one seed.
+        markers = label(seeds, connectivity=mask.ndim)
         # Components without a seed (plateaus) keep one seed of their own.
         unseeded = np.setdiff1d(np.unique(components), np.unique(components[markers > 0]))
         unseeded = unseeded[unseeded > 0]

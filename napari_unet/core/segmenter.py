@@ -168,7 +168,8 @@ class Segmenter:
         ndim = model_ndim(self.config) if self.model is not None else int(ndim)
         if ndim not in (2, 3):
             raise UserInputError(f"a model works on 2 or 3 spatial dimensions, not {ndim}")
-        if isinstance(images, np.ndarray) and (images.ndim == ndim or (ndim == 3 and images.ndim == 4)):
+        single = isinstance(annotations, np.ndarray) and annotations.ndim == ndim
+        if isinstance(images, np.ndarray) and (images.ndim == ndim or images.ndim == ndim + 1 and single):
             images, annotations = [images], [annotations]
         images = [as_channels_first(np.asarray(im), ndim) for im in images]
         annotations = [np.asarray(a) for a in annotations]
