@@ -16,6 +16,7 @@ from napari.layers import Image, Labels
 from scipy import ndimage as ndi
 
 import napari_unet._widget as widget_module
+from napari_unet import DISTRIBUTION
 from napari_unet._history import run_lengths
 from napari_unet.core.metrics import foreground_iou
 from napari_unet.core.synthetic import make_nuclei
@@ -63,7 +64,7 @@ def notes(monkeypatch) -> list[tuple[str, str]]:
 @pytest.fixture
 def viewer_and_widget(make_napari_viewer, notes):
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", WIDGET_NAME)
+    _, widget = viewer.window.add_plugin_dock_widget(DISTRIBUTION, WIDGET_NAME)
     return viewer, widget
 
 
@@ -156,7 +157,7 @@ def test_new_annotations_match_the_image_and_are_ready_to_paint(viewer_and_widge
 
 def test_new_on_the_samples_strokes_selects_them_with_the_legend_colours(viewer_and_widget) -> None:
     viewer, widget = viewer_and_widget
-    viewer.open_sample("napari-unet", "nuclei")  # image, its strokes and the hidden truth
+    viewer.open_sample(DISTRIBUTION, "nuclei")  # image, its strokes and the hidden truth
     assert widget.image_combo.currentText() == "nuclei"
     assert widget.annotations_combo.currentText() == "nuclei annotations"
     strokes = viewer.layers["nuclei annotations"]
@@ -405,7 +406,7 @@ def test_save_and_load_model_restore_classes_history_and_plot(viewer_and_widget,
 
 def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot, sample, notes) -> None:
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", WIDGET_NAME)
+    _, widget = viewer.window.add_plugin_dock_widget(DISTRIBUTION, WIDGET_NAME)
     add_painted_sample(viewer, widget, sample)
     fast_settings(widget, steps=5000)
     widget.train()
