@@ -11,7 +11,7 @@ a plane's blocks, never the stack.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator, Sequence
+from typing import Callable, Generator, Sequence
 
 import numpy as np
 
@@ -115,6 +115,7 @@ def iter_predict_stack(
     indices: Sequence[tuple] | None = None,
     probabilities_out=None,
     tile: int | None = None,
+    plane_done: Callable[[tuple, np.ndarray | None], None] | None = None,
 ) -> Generator[StackProgress, None, int]:
     """Predict planes (all by default) of an N-D image into label-shaped outputs.
 
@@ -136,6 +137,12 @@ def iter_predict_stack(
         Writable ``(n_classes, *label_shape)`` float array for probabilities.
     tile : int, optional
         Tile side for the network.
+    plane_done : callable, optional
+        Called as ``plane_done(index, probabilities)`` once a plane's labels
+        are written, e.g. a :class:`~napari_unet.core.measure.StackMeasurements`.
+        ``probabilities`` are that plane's ``(n_classes, *spatial)``: a view
+        of ``probabilities_out``, or else a buffer of one plane kept only
+        until the next plane (never the whole stack's).
 
     Yields
     ------
@@ -187,6 +194,8 @@ def iter_predict_stack(
         probs = None
         if probabilities_out is not None:
             probs = view(probabilities_out, (None,) + fixed, (0,) + tuple(i + 1 for i in kept))
+        elif plane_done is not None:
+            probs = np.zeros((segmenter.config.n_classes,) + tuple(planes.spatial_shape), np.float32)
         gen = blockwise.predict_plane(
             segmenter,
             planes.image(index),
@@ -205,5 +214,7 @@ def iter_predict_stack(
                 break
             yield StackProgress(done, total, progress)
         offset = max(offset, int(top) if top is not None else offset)
+        if plane_done is not None:
+            plane_done(index, probs)
     yield StackProgress(total, total, None)
     return offset
