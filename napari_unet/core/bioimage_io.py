@@ -121,9 +121,12 @@ def default_sample(channels: int, ndim: int) -> np.ndarray:
     return np.repeat(plane[None], channels, axis=0)
 
 
-def sample_from_planes(planes) -> np.ndarray:
-    """The first plane (or volume) of an image, centre-cropped to the test size, as ``(C, *spatial)``."""
-    image = planes.image(next(iter(planes.indices())))
+def sample_from_planes(planes, index: tuple | None = None) -> np.ndarray:
+    """Plane ``index`` (default the first) of an image, centre-cropped to the test size, as ``(C, *spatial)``.
+
+    Only the crop is read from a lazy image.
+    """
+    image = planes.image(next(iter(planes.indices())) if index is None else tuple(index))
     ndim = planes.spatial_ndim
     spatial = tuple(image.shape[-ndim:])
     box = tuple(slice(max(0, (s - t) // 2), max(0, (s - t) // 2) + t) for s, t in zip(spatial, TEST_SIZE[ndim]))

@@ -187,6 +187,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def objects_csv_path(labels_path: str | os.PathLike) -> Path:
+    """``<name>_objects.csv`` beside a labels file ``<name>[_instances].tif``."""
+    path = Path(labels_path)
+    stem = path.stem[: -len("_instances")] if path.stem.endswith("_instances") else path.stem
+    return path.with_name(f"{stem}_objects.csv")
+
+
 def plane_spacing(scale: Sequence[float] | None, label_axes: str, spatial_axes: str) -> tuple[float, ...] | None:
     """The spatial axes' part of a label layer's ``scale`` (given in ``label_axes`` order)."""
     if scale is None:
