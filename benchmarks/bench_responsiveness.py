@@ -91,7 +91,7 @@ def make_viewer():
 
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 900)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-stroke-unet", "U-Net segmentation")
     sample = make_nuclei(**SAMPLE_PARAMS)
     viewer.add_image(sample.image, name="nuclei", colormap="gray")
     annotations = widget.new_annotations()

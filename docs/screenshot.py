@@ -46,9 +46,9 @@ def _save_small(image, path: Path) -> int:
 
 
 def _open_sample(viewer, widget):
-    """File ▸ Open Sample ▸ napari-unet ▸ Synthetic nuclei, strokes in a layer made with "New"."""
+    """File ▸ Open Sample ▸ napari-stroke-unet ▸ Synthetic nuclei, strokes in a layer made with "New"."""
     # The sample's own stroke layer is replaced by one made with "New", as a user would.
-    viewer.open_sample("napari-unet", "nuclei")
+    viewer.open_sample("napari-stroke-unet", "nuclei")
     strokes = viewer.layers["nuclei annotations"].data.copy()
     viewer.layers.remove("nuclei annotations")
     widget.image_combo.setCurrentText("nuclei")
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer = napari.Viewer(title="napari-unet")
     viewer.window.resize(1400, 900)
     app = QApplication.instance()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "U-Net segmentation")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-stroke-unet", "U-Net segmentation")
     widget.setMinimumWidth(380)  # room for the plot and the labels
 
     if args.stack:

@@ -186,3 +186,16 @@ class FilesPanel(QGroupBox):
         self.export_button = QPushButton("Export labels…")
         self.export_button.setToolTip("Save the image's predicted labels as a TIFF.")
         layout.addLayout(_row(self.export_which, self.export_button))
+        self.export_measurements = QCheckBox("with measurements (CSV)")
+        self.export_measurements.setChecked(True)
+        self.export_measurements.setToolTip(
+            "Exporting instances also writes <name>_objects.csv beside the TIFF: one row per object "
+            "(the instance layer's features table)."
+        )
+        layout.addWidget(self.export_measurements)
+        self.bioimageio_button = QPushButton("Export to bioimage.io…")
+        self.bioimageio_button.setToolTip(
+            "Write the model as a bioimage.io package (.zip) for Fiji/deepImageJ, ilastik, QuPath or "
+            "bioimageio.core; the plane shown becomes its test image."
+        )
+        layout.addWidget(self.bioimageio_button)

@@ -201,3 +201,41 @@ def write_plane(layer: Any, index: tuple, plane: np.ndarray) -> None:
     """Write one plane (``index`` from :meth:`Planes.label_index`) into a layer's data and redraw it."""
     layer.data[index] = plane
     layer.refresh()
+
+
+def set_plane_features(layer: Any, table: dict, plane: dict | None) -> None:
+    """Put measurements (:mod:`napari_unet.core.measure`) into an instance layer's ``features``.
+
+    napari finds a label's row by the ``index`` column (shown in its
+    features table and, under the cursor, in the status bar), so it is
+    added, equal to ``label``.
+
+    Parameters
+    ----------
+    layer : napari.layers.Labels
+        The instances layer.
+    table : dict
+        One row per object.
+    plane : dict or None
+        The stack position of a single plane measured (e.g. ``{"t": 3}``):
+        that plane's rows are replaced and the other planes' kept. ``None``
+        or ``{}`` (a whole stack, or an image of one plane) replaces all rows.
+    """
+    import pandas as pd
+
+    new = pd.DataFrame({"index": np.asarray(table.get("label", []), np.int64), **table})
+    old = layer.features
+    if plane and len(old) and all(k in old.columns for k in plane):
+        same = np.ones(len(old), bool)
+        for axis, position in plane.items():
+            same &= old[axis].to_numpy() == position
+        new = pd.concat([old[~same], new], ignore_index=True).sort_values("index", kind="stable")
+    layer.features = new.reset_index(drop=True)
+
+
+def measurement_table(layer: Any) -> dict | None:
+    """An instance layer's measurements as a table (``index`` left out), or None if it has none."""
+    features = layer.features
+    if "label" not in features.columns:
+        return None
+    return {k: features[k].to_numpy() for k in features.columns if k != "index"}

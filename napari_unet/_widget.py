@@ -35,7 +35,9 @@ from superqt import QCollapsible
 from napari_unet.core.axes import Planes
 from napari_unet.core.device import describe_device, resolve_device
 from napari_unet.core.errors import UserInputError
+from napari_unet.core.bioimage_io import sample_from_planes
 from napari_unet.core.inference import TileProgress
+from napari_unet.core.measure import objects_csv_path, write_csv
 from napari_unet.core.model import default_config
 from napari_unet.core.postprocess import InstanceParams
 from napari_unet.core.segmenter import Segmenter, channel_mismatch
@@ -47,6 +49,7 @@ from ._colormaps import annotation_colormap, semantic_colormap
 from ._history import describe_model, history_curves
 from ._panels import WHOLE_STACK, DataPanel, FilesPanel, PredictionPanel, TrainingPanel
 from ._reader import is_tiff, napari_get_reader
+from ._tasks import ViewerTask, create_quiet_worker
 from ._result_layers import (
     AUTO,
     CHANNEL_KEY,
@@ -59,6 +62,8 @@ from ._result_layers import (
     image_planes,
     is_lazy,
     layer_axes,
+    measurement_table,
+    set_plane_features,
     write_layer,
     write_plane,
 )
@@ -157,6 +162,8 @@ class UNetWidget(QWidget):
     training_finished = Signal()
     prediction_finished = Signal()
     postprocess_finished = Signal()
+    #: A bioimage.io export ended: the package written, or "" after an error.
+    export_finished = Signal(str)
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer", parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -187,6 +194,7 @@ class UNetWidget(QWidget):
         self._plane_stores: dict[str, Path] = {}  # image name -> folder of the empty stores made for plane results
         self._closing = False
         self._main_window: QObject | None = None
+        self._train_task: ViewerTask | None = None  # napari's task manager asks before closing while it runs
 
         self._build_ui()
         self._connect_viewer()
@@ -239,6 +247,7 @@ class UNetWidget(QWidget):
         files.save_button.clicked.connect(self._save_model_dialog)
         files.load_button.clicked.connect(self._load_model_dialog)
         files.export_button.clicked.connect(self._export_labels_dialog)
+        files.bioimageio_button.clicked.connect(self._export_bioimageio_dialog)
         self.advanced.device_changed.connect(self._show_device)
         self.advanced.channel_axis.currentTextChanged.connect(self._on_channel_axis_changed)
         self.advanced.model_3d.toggled.connect(self._schedule_status)
@@ -546,16 +555,19 @@ class UNetWidget(QWidget):
         if path:
             self.export_labels(path, which)
 
-    def export_labels(self, path: str | Path, which: str = "instances") -> list[str]:
+    def export_labels(self, path: str | Path, which: str = "instances", measurements: bool | None = None) -> list[str]:
         """Write the image's predicted ``"instances"`` or ``"semantic"`` labels as TIFF.
 
         Uses the plugin's writer (:func:`napari_unet._writer.write_labels_layer`),
-        so the file equals File ▸ Save Selected Layers with napari-unet.
+        so the file equals File ▸ Save Selected Layers with napari-stroke-unet.
+        Exporting instances with ``measurements`` (default: the "with
+        measurements" box) also writes the layer's features table as
+        ``<name>_objects.csv`` beside the TIFF.
 
         Returns
         -------
         list of str
-            The written path (empty after an error notification).
+            The written paths (empty after an error notification).
         """
         if which not in ("instances", "semantic"):
             raise ValueError(f"which must be 'instances' or 'semantic', not {which!r}")
@@ -564,13 +576,85 @@ class UNetWidget(QWidget):
         if layer is None:
             show_error(f"Nothing to export: no '{image} {which}' layer yet. Press Predict first.")
             return []
+        if measurements is None:
+            measurements = self.files_panel.export_measurements.isChecked()
+        table = measurement_table(layer) if measurements and which == "instances" else None
         try:
             written = write_labels_layer(str(path), layer.data, {"name": layer.name})
+            if table is not None:
+                written.append(str(write_csv(objects_csv_path(written[0]), table)))
         except (UserInputError, OSError) as exc:
             show_error(f"Could not export labels: {exc}")
             return []
-        show_info(f"Exported {layer.name} to {written[0]}")
+        show_info(f"Exported {layer.name} to {', '.join(written)}")
         return written
+
+    # -- bioimage.io ------------------------------------------------------------
+    def _export_bioimageio_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export the model to bioimage.io", "model.zip", "bioimage.io model package (*.zip)")
+        if path:
+            self.export_bioimageio(path)
+
+    def export_bioimageio(self, path: str | Path, test: bool = True) -> bool:
+        """Write the model as a bioimage.io package in a background worker.
+
+        The plane shown of the chosen image (if the model fits it) becomes
+        the package's test input and cover; the package is checked with
+        bioimageio.core before it is moved into place (``test``).
+        :attr:`export_finished` is emitted at the end.
+
+        Returns
+        -------
+        bool
+            True when the export started.
+        """
+        if self.is_training:
+            show_warning("Training is running: stop it (or let it finish) before exporting the model.")
+            return False
+        if "export" in self._workers:
+            show_warning("An export is already running.")
+            return False
+        if not self.segmenter.is_trained:
+            show_error("No model yet: train one (Train) or load a model file (Load model…) first.")
+            return False
+        from napari_unet.core.bioimage_io import export_model
+
+        worker = create_worker(
+            export_model, snapshot(self.segmenter), str(path), sample=self._export_sample(), name=Path(path).stem, test=test,
+            _start_thread=False, _ignore_errors=True,
+        )
+        worker.returned.connect(self._on_exported)
+        worker.errored.connect(self._on_export_error)
+        worker.finished.connect(lambda: self._workers.pop("export", None))
+        self.files_panel.bioimageio_button.setEnabled(False)
+        self._start("export", worker)
+        show_info(f"Exporting the model to {path} (checked with bioimageio.core; this takes a minute)…")
+        return True
+
+    def _export_sample(self) -> np.ndarray | None:
+        """The plane shown of the chosen image, cropped, when the model can run on it; else None (synthetic)."""
+        layer = self.image_layer()
+        if layer is None:
+            return None
+        try:
+            planes = image_planes(layer, self._spatial_ndim())
+            if planes.channels != self.segmenter.config.in_channels:
+                return None
+            return sample_from_planes(planes, self._current_index(layer, planes))
+        except UserInputError:
+            return None
+
+    def _on_exported(self, path: Path) -> None:
+        self.files_panel.bioimageio_button.setEnabled(True)
+        if not self._closing:
+            show_info(f"Exported the model to bioimage.io: {path}")
+            self.export_finished.emit(str(path))
+
+    def _on_export_error(self, exc: Exception) -> None:
+        self.files_panel.bioimageio_button.setEnabled(True)
+        self._report_error("Export to bioimage.io", exc)
+        if not self._closing:
+            self.export_finished.emit("")
 
     # =========================================================================
     # annotations
@@ -756,7 +840,8 @@ class UNetWidget(QWidget):
         self._last_progress = None
         self._stop_training.clear()
         self._snapshot_request.clear()
-        worker = create_worker(
+        # Registered with napari's task manager as ours alone (see napari_unet._tasks).
+        worker = create_quiet_worker(
             train_steps,
             self.segmenter,
             found.images,
@@ -765,9 +850,8 @@ class UNetWidget(QWidget):
             self._stop_training,
             self._snapshot_request,
             ndim=self._spatial_ndim(),
-            _start_thread=False,
-            _ignore_errors=True,
         )
+        self._train_task = ViewerTask(self.viewer, f"training the U-Net on '{image_layer.name}'", cancel=self.stop)
         worker.yielded.connect(self._on_train_yielded)
         worker.errored.connect(self._on_train_error)
         worker.finished.connect(self._on_train_finished)
@@ -837,6 +921,8 @@ class UNetWidget(QWidget):
         if progress.val_iou is not None:
             text += f" — IoU on held-out strokes {progress.val_iou:.2f}"
         self.train_progress.show_progress(int(progress.fraction * 1000), 1000, text)
+        if self._train_task is not None:
+            self._train_task.update(f"training the U-Net on '{self._train_image}': {text}")
         curves = history_curves(list(self.segmenter.history))  # a copy: the worker appends to it
         run_start = curves.run_starts[-1] if curves.run_starts else 0
         self.loss_plot.set_curves(curves, planned_end=run_start + progress.total_steps if progress.total_steps else None)
@@ -848,6 +934,9 @@ class UNetWidget(QWidget):
     def _on_train_finished(self) -> None:
         self._workers.pop("train", None)
         self._preview_timer.stop()
+        if self._train_task is not None:
+            self._train_task.finish(failed=self._train_failed)
+            self._train_task = None
         if self._closing:
             return
         self.train_button.setEnabled(True)
@@ -962,14 +1051,16 @@ class UNetWidget(QWidget):
         if request.whole and len(planes) > 1:
             store = self._store_dir(target) if target.voxels > LARGE_LABELS else None
             worker = create_worker(
-                predict_stack_steps, segmenter, planes, params, self._cancel_prediction, store, _start_thread=False, _ignore_errors=True
+                predict_stack_steps, segmenter, planes, params, self._cancel_prediction, store,
+                scale=target.scale, _start_thread=False, _ignore_errors=True,
             )
         else:
             index = self._current_index(layer, planes)
             instances = find_layer(self.viewer, target.layer_name("instances"), Labels)
             ids = instances.data if instances is not None and tuple(instances.data.shape) == target.label_shape else None
             worker = create_worker(
-                predict_steps, segmenter, planes, params, self._cancel_prediction, index, ids, _start_thread=False, _ignore_errors=True
+                predict_steps, segmenter, planes, params, self._cancel_prediction, index, ids,
+                scale=target.scale, _start_thread=False, _ignore_errors=True,
             )
         self._predict_job = (target, planes)
         self._predicting_stack = request.whole and len(planes) > 1
@@ -1081,7 +1172,10 @@ class UNetWidget(QWidget):
             self._postprocess_again = True
             return
         cached = self._cache
-        worker = create_worker(repostprocess, cached.prediction, self.instance_params(), _start_thread=False, _ignore_errors=True)
+        worker = create_worker(
+            repostprocess, cached.prediction, self.instance_params(), cached.planes, self.segmenter.names(), cached.target.scale,
+            _start_thread=False, _ignore_errors=True,
+        )
         worker.returned.connect(lambda result: self._on_postprocessed(cached, result))
         worker.errored.connect(self._on_postprocess_error)
         worker.finished.connect(self._on_postprocess_finished)
@@ -1112,10 +1206,13 @@ class UNetWidget(QWidget):
         styles = {"semantic": {"colormap": semantic_colormap(), "opacity": 0.45}, "instances": {"contour": 1, "opacity": 0.9}}
         for what, data in (("semantic", result.semantic), ("instances", result.instances)):
             if len(planes) == 1:
-                self._write(target, what, data, Labels, **styles[what])
+                layer = self._write(target, what, data, Labels, **styles[what])
             else:
                 layer = self._result_layer(target, what, data.dtype, **styles[what])
                 write_plane(layer, planes.label_index(result.index), data)
+        if result.measurements is not None:
+            # `layer` is the instances layer: its features hold one row per object (napari's features table).
+            set_plane_features(layer, result.measurements, dict(zip(planes.loop_axes.lower(), result.index)))
         if probabilities and self.show_probabilities.isChecked():
             self._write_probability(target, planes, result)
 
@@ -1146,7 +1243,9 @@ class UNetWidget(QWidget):
         else:
             semantic, instances = result.semantic, result.instances
         self._write(target, "semantic", semantic, Labels, colormap=semantic_colormap(), opacity=0.45)
-        self._write(target, "instances", instances, Labels, contour=1, opacity=0.9)
+        layer = self._write(target, "instances", instances, Labels, contour=1, opacity=0.9)
+        if result.measurements is not None:
+            set_plane_features(layer, result.measurements, None)
 
     def _write_probability(self, target: Target, planes: Planes, result: Prediction) -> None:
         # One map for "any object class" keeps the layer label-shaped whatever the number of classes.

@@ -23,6 +23,7 @@ import numpy as np
 from napari_unet.core.axes import Planes, normalize_axes
 from napari_unet.core.blockwise import predict_plane
 from napari_unet.core.inference import TileProgress
+from napari_unet.core.measure import StackMeasurements, measure_objects, plane_spacing
 from napari_unet.core.postprocess import InstanceParams, postprocess
 from napari_unet.core.segmenter import Segmenter
 from napari_unet.core.stack import StackProgress, iter_predict_stack
@@ -50,6 +51,8 @@ class Prediction:
     id_offset : int
         Instance ids start after this (the largest id of the other planes),
         so ids stay unique across the stack.
+    measurements : dict, optional
+        One row per object of the plane (:mod:`napari_unet.core.measure`).
     """
 
     probabilities: np.ndarray
@@ -58,6 +61,7 @@ class Prediction:
     params: InstanceParams
     index: tuple = ()
     id_offset: int = 0
+    measurements: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class StackPrediction:
     instances: Any
     params: InstanceParams
     paths: tuple[Path, Path] | None = None
+    measurements: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +252,7 @@ def predict_steps(
     instances: Any = None,
     tile: int | None = None,
     interval: float = PROGRESS_INTERVAL,
+    scale: Sequence[float] | None = None,
 ) -> Generator[TileProgress, None, Prediction | None]:
     """Predict one plane (or volume) tile by tile, yielding progress, and return a :class:`Prediction`.
 
@@ -269,11 +275,14 @@ def predict_steps(
         Tile side (engine default when None).
     interval : float
         Minimum seconds between two progress reports.
+    scale : sequence of float, optional
+        The label layers' scale (label axes order), for physical areas.
 
     Returns
     -------
     Prediction or None
-        As the generator's return value (the worker's ``returned`` signal).
+        As the generator's return value (the worker's ``returned`` signal),
+        with the plane's objects measured.
     """
     planes = _as_planes(planes)
     index = tuple(index)
@@ -286,7 +295,22 @@ def predict_steps(
     finished, _ = yield from _forward(steps, cancel, interval, lambda p: p.done == p.total)
     if not finished:
         return None
-    return Prediction(probabilities, semantic, labels, params, index, offset)
+    prediction = Prediction(probabilities, semantic, labels, params, index, offset)
+    return replace(prediction, measurements=measure_prediction(prediction, planes, segmenter.names(), scale))
+
+
+def measure_prediction(prediction: Prediction, planes: Planes, class_names: Sequence[str], scale: Sequence[float] | None = None) -> dict:
+    """One row per object of a predicted plane (:func:`~napari_unet.core.measure.measure_objects`)."""
+    spacing = plane_spacing(scale, planes.label_axes, planes.spatial_axes)
+    return measure_objects(
+        prediction.instances,
+        prediction.semantic,
+        np.asarray(planes.image(prediction.index)),
+        class_names,
+        probabilities=prediction.probabilities,
+        spacing=spacing,
+        plane=dict(zip(planes.loop_axes.lower(), prediction.index)),
+    )
 
 
 class _Cancelled(Exception):
@@ -307,6 +331,7 @@ def predict_stack_steps(
     store_dir: str | Path | None = None,
     tile: int | None = None,
     interval: float = PROGRESS_INTERVAL,
+    scale: Sequence[float] | None = None,
 ) -> Generator[StackProgress, None, StackPrediction | None]:
     """Predict every plane (or volume) of a stack, yielding throttled :class:`StackProgress`.
 
@@ -327,19 +352,23 @@ def predict_stack_steps(
         Tile side (engine default when None).
     interval : float
         Minimum seconds between two progress reports.
+    scale : sequence of float, optional
+        The label layers' scale, for physical areas.
 
     Returns
     -------
     StackPrediction or None
+        With every plane's objects measured as the plane was predicted.
     """
     shape = tuple(planes.label_shape)
     is_final = lambda p: p.plane == p.planes  # noqa: E731
     if store_dir is None:
         semantic = np.zeros(shape, np.uint8)
         instances = np.zeros(shape, np.uint32)
-        steps = iter_predict_stack(segmenter, planes, semantic, instances, params, tile=tile)
+        measure = StackMeasurements(planes, semantic, instances, segmenter.names(), scale)
+        steps = iter_predict_stack(segmenter, planes, semantic, instances, params, tile=tile, plane_done=measure)
         finished, _ = yield from _forward(steps, cancel, interval, is_final)
-        return StackPrediction(semantic, instances, params) if finished else None
+        return StackPrediction(semantic, instances, params, measurements=measure.table()) if finished else None
 
     from napari_unet.core.stores import open_output
 
@@ -350,19 +379,33 @@ def predict_stack_steps(
         with ExitStack() as stack:
             semantic = stack.enter_context(open_output(paths[0], shape, np.uint8, chunks=_chunks(planes)))
             instances = stack.enter_context(open_output(paths[1], shape, np.uint32, chunks=_chunks(planes)))
-            steps = iter_predict_stack(segmenter, planes, semantic, instances, params, tile=tile)
+            measure = StackMeasurements(planes, semantic, instances, segmenter.names(), scale)
+            steps = iter_predict_stack(segmenter, planes, semantic, instances, params, tile=tile, plane_done=measure)
             finished, _ = yield from _forward(steps, cancel, interval, is_final)
             if not finished:
                 raise _Cancelled  # the stores discard their temporaries
     except _Cancelled:
         return None
-    return StackPrediction(None, None, params, paths)
+    return StackPrediction(None, None, params, paths, measurements=measure.table())
 
 
-def repostprocess(prediction: Prediction, params: InstanceParams) -> Prediction:
-    """Post-process a plane's cached probabilities again with new parameters (no network)."""
+def repostprocess(
+    prediction: Prediction,
+    params: InstanceParams,
+    planes: Planes | None = None,
+    class_names: Sequence[str] | None = None,
+    scale: Sequence[float] | None = None,
+) -> Prediction:
+    """Post-process a plane's cached probabilities again with new parameters (no network).
+
+    With ``planes`` (the image) and ``class_names`` the new objects are
+    measured again; otherwise the result has no measurements.
+    """
     semantic, instances = postprocess(prediction.probabilities, params)
     instances = instances.astype(np.uint32)
     if prediction.id_offset:
         instances[instances > 0] += np.uint32(prediction.id_offset)
-    return replace(prediction, semantic=semantic, instances=instances, params=params)
+    result = replace(prediction, semantic=semantic, instances=instances, params=params, measurements=None)
+    if planes is not None and class_names is not None:
+        result = replace(result, measurements=measure_prediction(result, planes, class_names, scale))
+    return result

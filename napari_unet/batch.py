@@ -121,6 +121,12 @@ def output_paths(files: Sequence[Path], folder: Path, fmt: str, instances: bool)
     return outputs
 
 
+def measurements_path(semantic: Path) -> Path:
+    """``<stem>_objects.csv`` beside ``<stem>_semantic.<fmt>``: a folder prediction's measurements."""
+    stem = semantic.name.rsplit("_semantic.", 1)[0]
+    return semantic.with_name(f"{stem}_objects.csv")
+
+
 def open_image(path: str | os.PathLike):
     """Open an image file lazily (nothing but the header is read).
 
@@ -282,6 +288,7 @@ def predict_planes(
     params=None,
     tile: int | None = None,
     progress: Callable | None = None,
+    measurements_path: Path | None = None,
 ) -> tuple[list[Path], int]:
     """Predict every plane of ``planes`` into output files, all or nothing.
 
@@ -290,6 +297,9 @@ def predict_planes(
     large or zarr outputs stream into
     :func:`~napari_unet.core.stores.open_output` (uint8 semantic, uint32
     instances), each moved into place only once every output is complete.
+    ``measurements_path`` receives a CSV of per-object measurements
+    (:mod:`napari_unet.core.measure`), measured plane by plane as planes
+    are predicted; it is written last.
 
     Returns
     -------
@@ -309,14 +319,16 @@ def predict_planes(
         semantic = np.zeros(shape, np.uint8)
         instances = np.zeros(shape, np.uint32)
         probabilities = np.zeros((n_classes,) + shape, np.float32) if probabilities_path else None
-        result = _drive(iter_predict_stack(segmenter, planes, semantic, instances, params, probabilities_out=probabilities, tile=tile), progress)
+        measure = _measurements(segmenter, planes, semantic, instances, measurements_path)
+        stack = iter_predict_stack(segmenter, planes, semantic, instances, params, probabilities_out=probabilities, tile=tile, plane_done=measure)
+        result = _drive(stack, progress)
         # Everything is computed before the first file is written.
         write_labels(semantic_path, semantic)
         if instances_path is not None:
             write_labels(instances_path, instances)
         if probabilities_path is not None:
             write_tiff(probabilities_path, probabilities)
-        return outputs, _max_id(result, instances)
+        return outputs + _write_measurements(measure, measurements_path), _max_id(result, instances)
     from .core import stores
 
     with ExitStack() as stack:
@@ -331,9 +343,30 @@ def predict_planes(
         probabilities = None
         if probabilities_path is not None:
             probabilities = stack.enter_context(stores.open_output(probabilities_path, (n_classes,) + shape, np.float32, axes="C" + planes.label_axes))
-        result = _drive(iter_predict_stack(segmenter, planes, semantic, instances, params, probabilities_out=probabilities, tile=tile), progress)
+        measure = _measurements(segmenter, planes, semantic, instances, measurements_path)
+        stack_steps = iter_predict_stack(segmenter, planes, semantic, instances, params, probabilities_out=probabilities, tile=tile, plane_done=measure)
+        result = _drive(stack_steps, progress)
         objects = _max_id(result, instances)
-    return outputs, objects
+    # After the stores are in place: the CSV describes files that exist.
+    return outputs + _write_measurements(measure, measurements_path), objects
+
+
+def _measurements(segmenter, planes, semantic, instances, path: Path | None):
+    """A per-plane measurement collector for ``iter_predict_stack`` (None without a CSV to write)."""
+    if path is None:
+        return None
+    from .core.measure import StackMeasurements
+
+    return StackMeasurements(planes, semantic, instances, segmenter.names())
+
+
+def _write_measurements(measure, path: Path | None) -> list[Path]:
+    """Write the collected measurements as CSV; the paths written."""
+    if measure is None or path is None:
+        return []
+    from .core.measure import write_csv
+
+    return [write_csv(path, measure.table())]
 
 
 @contextmanager
@@ -377,6 +410,7 @@ def predict_file(
     instances_path: str | None,
     device: str = "auto",
     tile: int | None = None,
+    measurements_path: str | None = None,
 ) -> FileResult:
     """Predict one file (a dask task): never raises, reports failures in the result.
 
@@ -389,7 +423,14 @@ def predict_file(
     try:
         segmenter = load_segmenter(model, device)
         planes, _ = image_planes(path, axes, model_ndim(segmenter.config), channels=segmenter.config.in_channels)
-        written, objects = predict_planes(segmenter, planes, Path(semantic_path), Path(instances_path) if instances_path else None, tile=tile)
+        written, objects = predict_planes(
+            segmenter,
+            planes,
+            Path(semantic_path),
+            Path(instances_path) if instances_path else None,
+            tile=tile,
+            measurements_path=Path(measurements_path) if measurements_path else None,
+        )
         result.written, result.objects = written, objects
     except UserInputError as exc:
         result.error = str(exc)
@@ -443,7 +484,7 @@ def _connect(address: str):
     try:
         from distributed import Client
     except ImportError as exc:
-        raise UserInputError("--scheduler needs dask.distributed: pip install 'napari-unet[distributed]'") from exc
+        raise UserInputError("--scheduler needs dask.distributed: pip install 'napari-stroke-unet[distributed]'") from exc
     try:
         return Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
@@ -547,6 +588,7 @@ def predict_batch(
     scheduler: str | None = None,
     workers: int | None = None,
     stream=None,
+    measurements: bool = False,
 ) -> list[FileResult]:
     """Predict many files into ``folder``, one dask task per file.
 
@@ -572,6 +614,9 @@ def predict_batch(
         Files at once on the local scheduler (default :func:`default_workers`).
     stream : file, optional
         Where progress and notes go (default stderr).
+    measurements : bool
+        Also write ``<stem>_objects.csv``: one row per object
+        (:mod:`napari_unet.core.measure`).
 
     Returns
     -------
@@ -609,7 +654,11 @@ def predict_batch(
             model_path = str(Path(model).resolve())
             task = dask.delayed(predict_file, pure=False)
             tasks = [
-                task(str(p), a, model_path, str(sem), str(inst) if inst else None, device, tile, dask_key_name=f"napari-unet-predict-{i}")
+                task(
+                    str(p), a, model_path, str(sem), str(inst) if inst else None, device, tile,
+                    str(measurements_path(sem)) if measurements else None,
+                    dask_key_name=f"napari-unet-predict-{i}",
+                )
                 for i, (p, a, (sem, inst)) in enumerate(zip(plan.files, plan.axes, plan.outputs))
             ]
             threads = None

@@ -9,9 +9,12 @@ Contract (scripts outside the project call it)::
                         [--probabilities PROBS.tif] [--axes AXES] [--tile N]
     napari-unet predict INPUT [INPUT ...] -m MODEL -o FOLDER [--instances]
                         [--format tif|zarr] [--axes AXES] [--tile N]
-                        [--workers N | --scheduler ADDRESS]
+                        [--workers N | --scheduler ADDRESS] [--measurements [OBJECTS.csv]]
+    napari-unet export MODEL -o PACKAGE.zip [--sample IMAGE.tif] [--axes AXES] [--name NAME]
+                       [--author NAME ...] [--no-test]
     napari-unet demo
 
+``predict --measurements [OBJECTS.csv]`` also writes one row per object.
 INPUT is a file, a folder (its TIFFs) or a quoted glob pattern. Several
 inputs are predicted in parallel through dask: threads of the local
 scheduler, or an existing dask.distributed cluster with ``--scheduler``.
@@ -168,7 +171,8 @@ def _predict_one(args: argparse.Namespace) -> int:
     if args.instances is True:
         out = Path(args.output)
         instances = str(out.with_name(f"{out.stem}_instances{out.suffix}"))
-    _check_writable(args.output, instances, args.probabilities)
+    measurements = _measurements_file(args)
+    _check_writable(args.output, instances, args.probabilities, measurements)
     fmt = Path(args.output).suffix.lower().lstrip(".").replace("tiff", "tif")
     if args.format and args.format != fmt:
         raise UserInputError(f"--format {args.format} does not match the output {args.output!r}")
@@ -177,7 +181,7 @@ def _predict_one(args: argparse.Namespace) -> int:
     planes, note = image_planes(image, args.axes, model_ndim(segmenter.config), channels=segmenter.config.in_channels)
     if note:
         print(note, file=sys.stderr)
-    for out in (args.output, instances, args.probabilities):
+    for out in (args.output, instances, args.probabilities, measurements):
         if out is not None and Path(out).expanduser().resolve() == Path(image).resolve():
             raise UserInputError(f"the output {out!r} would overwrite the input image")
     n = len(planes)
@@ -200,6 +204,7 @@ def _predict_one(args: argparse.Namespace) -> int:
             Path(args.probabilities).expanduser() if args.probabilities else None,
             tile=args.tile,
             progress=progress,
+            measurements_path=Path(measurements).expanduser() if measurements else None,
         )
     shape = "x".join(str(s) for s in planes.label_shape)
     print(f"{objects} objects in {shape} ({planes.axes}); wrote {', '.join(str(w) for w in written)}")
@@ -217,6 +222,11 @@ def _predict_many(args: argparse.Namespace) -> int:
         )
     if args.probabilities:
         raise UserInputError("--probabilities is only available when predicting one file into a named output")
+    if isinstance(args.measurements, str):
+        raise UserInputError(
+            f"--measurements takes no file name when predicting into a folder (each input gets <name>_objects.csv); "
+            f"put it after the inputs so {args.measurements!r} is read as an input"
+        )
     if Path(args.output).suffix.lower() in OUTPUT_SUFFIXES and not Path(args.output).is_dir():
         raise UserInputError(f"with several inputs -o must be a folder, not {args.output!r}")
     if args.workers is not None and args.scheduler:
@@ -233,6 +243,7 @@ def _predict_many(args: argparse.Namespace) -> int:
         tile=args.tile,
         scheduler=args.scheduler,
         workers=args.workers,
+        measurements=bool(args.measurements),
     )
     failed = [r for r in results if not r.ok]
     for r in failed:
@@ -261,6 +272,67 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(args.output, steps=args.steps, max_time=args.max_time, device=args.device, seed=args.seed)
+
+
+# -- per-object measurements (predict --measurements) ---------------------------
+def _add_measurements_option(predict: argparse.ArgumentParser) -> None:
+    predict.add_argument(
+        "--measurements", nargs="?", const=True, metavar="OBJECTS.csv",
+        help="also write one row per object (label, class, area, centroid, bounding box, mean intensity, mean "
+        "probability) as CSV: a file name for one input (default <output>_objects.csv), no value for a folder",
+    )
+
+
+def _measurements_file(args: argparse.Namespace) -> str | None:
+    """The CSV that ``--measurements`` names for one input (``<output stem>_objects.csv`` without a name)."""
+    if args.measurements is True:
+        out = Path(args.output)
+        return str(out.with_name(f"{out.stem}_objects.csv"))
+    return args.measurements or None
+
+
+# -- export to bioimage.io --------------------------------------------------------
+def _add_export_parser(sub) -> None:
+    export = sub.add_parser(
+        "export",
+        help="write a model as a bioimage.io model package (for Fiji/deepImageJ, ilastik, QuPath, bioimageio.core)",
+        description="Write MODEL as a bioimage.io model package (.zip): TorchScript weights and the PyTorch state "
+        "dict, percentile normalisation as pre-processing, softmax probabilities out, a test image and its "
+        "expected output, a cover image, the classes and the training history. Needs "
+        "pip install 'napari-stroke-unet[bioimageio]'.",
+    )
+    export.add_argument("model", metavar="MODEL", help="model file from 'napari-unet train' or the widget")
+    export.add_argument("-o", "--output", required=True, metavar="PACKAGE.zip", help="package to write")
+    export.add_argument(
+        "--sample", metavar="IMAGE",
+        help="TIFF whose first plane (or volume) gives the test input and the cover (default: a synthetic image)",
+    )
+    export.add_argument("--axes", metavar="AXES", help=f"axes of --sample; {AXES_HELP}")
+    export.add_argument("--name", help="model name in the package (default: the model file's name)")
+    export.add_argument("--author", action="append", metavar="NAME", help="an author (repeat for several; default: the user name)")
+    export.add_argument("--no-test", dest="test", action="store_false", help="skip checking the package with bioimageio.core")
+    export.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``napari-unet export``: a bioimage.io model package."""
+    from .batch import image_planes, load_segmenter
+    from .core.bioimage_io import export_model, sample_from_planes
+    from .core.segmenter import model_ndim
+
+    _check_writable(args.output)
+    segmenter = load_segmenter(args.model, "cpu")
+    sample = None
+    if args.sample:
+        planes, note = image_planes(args.sample, args.axes, model_ndim(segmenter.config), channels=segmenter.config.in_channels)
+        if note:
+            print(note, file=sys.stderr)
+        sample = sample_from_planes(planes)
+    name = args.name or Path(args.model).stem
+    written = export_model(segmenter, args.output, sample=sample, name=name, authors=args.author, test=args.test)
+    checked = "checked with bioimageio.core" if args.test else "not checked (--no-test)"
+    print(f"wrote the bioimage.io model package {written} ({checked})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,7 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--workers", type=int, metavar="N", help="files predicted at once on this machine (default: 1 per 4 cores)")
     predict.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask.distributed cluster (e.g. tcp://host:8786); needs a shared file system")
     predict.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help=argparse.SUPPRESS)
+    _add_measurements_option(predict)
     predict.set_defaults(func=cmd_predict)
+    _add_export_parser(sub)
 
     demo = sub.add_parser("demo", help="run the whole loop on the bundled sample and report its accuracy")
     demo.add_argument("--output", default="napari-unet-demo", help="folder for the demo's TIFFs and model (default: ./napari-unet-demo)")

@@ -4,7 +4,7 @@
 #      when missing),
 #   2. .venv itself,
 #   3. torch 2.13.0 (the CPU build when there is no NVIDIA driver), then
-#      napari-unet in editable mode with its test extras, pinned by
+#      napari-stroke-unet in editable mode with its test extras, pinned by
 #      constraints.txt so no later requirement swaps torch for a CUDA build.
 # scripts/test.sh, scripts/demo.sh and .ci/run all start here, so a user and CI
 # get the same environment.  Safe to run again: step 3 is skipped while
@@ -76,7 +76,14 @@ else
         say "installing torch==2.13.0 (no CUDA found)"
         pip install -q -c constraints.txt "torch==2.13.0"
     fi
-    say "installing napari-unet (editable) with test extras"
+    # Until 0.1.0 this project was installed as "napari-unet", the name of an
+    # unrelated PyPI project with the same import package: an old install
+    # left in .venv would give napari two manifests for one package.
+    if python -m pip show -q napari-unet >/dev/null 2>&1; then
+        say "removing the distribution 'napari-unet' (the old name; same napari_unet package)"
+        pip uninstall -q -y napari-unet
+    fi
+    say "installing napari-stroke-unet (editable) with test extras"
     pip install -q -c constraints.txt -e ".[testing]"
     echo "$want" >"$STAMP"
 fi

@@ -228,4 +228,4 @@ def test_missing_distributed_is_a_clear_error(folder, model_path, tmp_path, caps
     monkeypatch.setitem(sys.modules, "distributed", None)  # import fails
     src, _ = folder
     assert main(["predict", str(src), "-m", str(model_path), "-o", str(tmp_path / "out"), "--scheduler", "tcp://127.0.0.1:9"]) == 1
-    assert "pip install 'napari-unet[distributed]'" in _err_lines(capsys)[0]
+    assert "pip install 'napari-stroke-unet[distributed]'" in _err_lines(capsys)[0]

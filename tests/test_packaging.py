@@ -48,7 +48,22 @@ def test_version_matches_distribution() -> None:
 
     import napari_unet
 
-    assert napari_unet.__version__ == version("napari-unet")
+    assert napari_unet.__version__ == version(napari_unet.DISTRIBUTION)
+
+
+def test_distribution_name_is_ours() -> None:
+    """``napari-unet`` on PyPI is another project; ours is installed under its own name."""
+    from importlib.metadata import distribution
+
+    import napari_unet
+
+    assert napari_unet.DISTRIBUTION == "napari-stroke-unet"
+    dist = distribution(napari_unet.DISTRIBUTION)
+    assert "napari_unet" in (dist.read_text("top_level.txt") or "napari_unet").split()
+    scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
+    assert scripts == {"napari-unet": "napari_unet.cli:main"}
+    manifests = {ep.name: ep.value for ep in dist.entry_points if ep.group == "napari.manifest"}
+    assert manifests == {napari_unet.DISTRIBUTION: "napari_unet:napari.yaml"}
 
 
 def test_installed_manifest_is_top_level_manifest() -> None:
@@ -58,8 +73,11 @@ def test_installed_manifest_is_top_level_manifest() -> None:
 
 def test_manifest_validates_with_npe2() -> None:
     npe2 = pytest.importorskip("npe2")
-    manifest = npe2.PluginManifest.from_distribution("napari-unet")
-    assert manifest.name == "napari-unet"
+    from napari_unet import DISTRIBUTION
+
+    manifest = npe2.PluginManifest.from_distribution(DISTRIBUTION)
+    assert manifest.name == DISTRIBUTION
+    assert all(c.id.startswith(f"{DISTRIBUTION}.") for c in manifest.contributions.commands or [])
     keys = [s.key for s in manifest.contributions.sample_data or []]
     assert "nuclei" in keys
     # Every command's python_name must resolve to a real callable.
@@ -68,7 +86,7 @@ def test_manifest_validates_with_npe2() -> None:
         module = __import__(module_name, fromlist=[attr])
         assert callable(getattr(module, attr)), command.python_name
     proc = subprocess.run(
-        [sys.executable, "-m", "npe2", "validate", "napari-unet"],
+        [sys.executable, "-m", "npe2", "validate", DISTRIBUTION],
         capture_output=True,
         text=True,
         timeout=300,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_unet import DISTRIBUTION
 from napari_unet._reader import napari_get_reader, read_tiffs
 from napari_unet.core.errors import UserInputError
 
@@ -90,7 +91,7 @@ def test_viewer_opens_tiff_through_the_plugin(make_napari_viewer, tmp_path) -> N
     image = (np.arange(64 * 48) % 4000).astype(np.uint16).reshape(64, 48)
     tifffile.imwrite(tmp_path / "nuclei.tif", image)
     viewer = make_napari_viewer()
-    [layer] = viewer.open(str(tmp_path / "nuclei.tif"), plugin="napari-unet")
+    [layer] = viewer.open(str(tmp_path / "nuclei.tif"), plugin=DISTRIBUTION)
     from napari.layers import Image
 
     assert layer.name == "nuclei" and isinstance(layer, Image)

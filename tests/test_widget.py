@@ -8,6 +8,7 @@ oversubscribe the CPU and spin-waiting makes training crawl).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from napari.layers import Image, Labels
 from scipy import ndimage as ndi
 
 import napari_unet._widget as widget_module
+from napari_unet import DISTRIBUTION
 from napari_unet._history import run_lengths
 from napari_unet.core.metrics import foreground_iou
 from napari_unet.core.synthetic import make_nuclei
@@ -63,7 +65,7 @@ def notes(monkeypatch) -> list[tuple[str, str]]:
 @pytest.fixture
 def viewer_and_widget(make_napari_viewer, notes):
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", WIDGET_NAME)
+    _, widget = viewer.window.add_plugin_dock_widget(DISTRIBUTION, WIDGET_NAME)
     return viewer, widget
 
 
@@ -156,7 +158,7 @@ def test_new_annotations_match_the_image_and_are_ready_to_paint(viewer_and_widge
 
 def test_new_on_the_samples_strokes_selects_them_with_the_legend_colours(viewer_and_widget) -> None:
     viewer, widget = viewer_and_widget
-    viewer.open_sample("napari-unet", "nuclei")  # image, its strokes and the hidden truth
+    viewer.open_sample(DISTRIBUTION, "nuclei")  # image, its strokes and the hidden truth
     assert widget.image_combo.currentText() == "nuclei"
     assert widget.annotations_combo.currentText() == "nuclei annotations"
     strokes = viewer.layers["nuclei annotations"]
@@ -405,7 +407,7 @@ def test_save_and_load_model_restore_classes_history_and_plot(viewer_and_widget,
 
 def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot, sample, notes) -> None:
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", WIDGET_NAME)
+    _, widget = viewer.window.add_plugin_dock_widget(DISTRIBUTION, WIDGET_NAME)
     add_painted_sample(viewer, widget, sample)
     fast_settings(widget, steps=5000)
     widget.train()
@@ -769,3 +771,121 @@ def test_shape_mismatches_are_notifications(viewer_and_widget, qtbot, notes) -> 
     widget.advanced.channel_axis.setCurrentText("2")  # 32 "channels": allowed, but then the annotations do not fit
     widget.train()
     assert "do not match" in errors(notes)[-1]
+
+
+# -- ecosystem: measurements, bioimage.io, menus, napari's task manager ---------------
+def _object_ids(labels: np.ndarray) -> list[int]:
+    return sorted(int(i) for i in np.unique(labels) if i)
+
+
+def test_prediction_fills_the_features_table_export_writes_it_and_bioimageio(viewer_and_widget, qtbot, sample, notes, tmp_path) -> None:
+    """One row per object in the instance layer's features, shown by napari's features table."""
+    import csv
+    import zipfile
+
+    viewer, widget = viewer_and_widget
+    image, _ = add_painted_sample(viewer, widget, sample)  # scale (0.5, 0.25): 0.125 per pixel
+    fast_settings(widget, steps=8)
+    widget.threshold.setValue(0.05)  # objects even from a barely trained net
+    train_and_wait(qtbot, widget, predictions_of(widget))
+    assert not errors(notes)
+    instances = viewer.layers["nuclei instances"]
+    features = instances.features
+    ids = _object_ids(instances.data)
+    assert ids and features["label"].tolist() == ids and features["index"].tolist() == ids
+    for column in ("class", "area_px", "area_scaled", "centroid_y", "bbox_x1", "mean_intensity", "mean_probability"):
+        assert column in features.columns, column
+    first = instances.data == ids[0]
+    assert features["area_px"][0] == first.sum() and features["area_scaled"][0] == pytest.approx(first.sum() * 0.125)
+    assert features["mean_intensity"][0] == pytest.approx(sample.image[first].mean())
+    assert set(features["class"]) == {"class 1"}
+
+    # napari's own features table (Layers ▸ Metadata ▸ Features table widget) lists the rows.
+    _, table = viewer.window.add_plugin_dock_widget("napari", "Features table widget")
+    viewer.layers.selection.active = instances
+    qtbot.waitUntil(lambda: table.table.model().rowCount() == len(ids), timeout=10_000)
+
+    # Post-processing again re-measures: rows follow the new objects.
+    with qtbot.waitSignal(widget.postprocess_finished, timeout=60_000):
+        widget.threshold.setValue(0.5)
+    assert instances.features["label"].tolist() == _object_ids(instances.data)
+
+    written = widget.export_labels(tmp_path / "nuclei_instances.tif", "instances")
+    assert [Path(p).name for p in written] == ["nuclei_instances.tif", "nuclei_objects.csv"]
+    with open(tmp_path / "nuclei_objects.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["label"]) for r in rows] == instances.features["label"].tolist() and "index" not in rows[0]
+    assert widget.export_labels(tmp_path / "sem.tif", "semantic") == [str(tmp_path / "sem.tif")]  # no CSV for semantic
+
+    # Export to bioimage.io in the background (its bioimageio.core check runs in test_bioimageio.py).
+    pytest.importorskip("bioimageio.spec")
+    with qtbot.waitSignal(widget.export_finished, timeout=240_000) as done:
+        assert widget.export_bioimageio(tmp_path / "nuclei.zip", test=False)
+    assert done.args == [str(tmp_path / "nuclei.zip")]
+    with zipfile.ZipFile(tmp_path / "nuclei.zip") as z:
+        assert {"rdf.yaml", "weights_torchscript.pt", "cover.png"} <= set(z.namelist())
+    assert widget.files_panel.bioimageio_button.isEnabled()
+
+
+def test_stack_features_are_per_plane(viewer_and_widget, qtbot, notes) -> None:
+    viewer, widget = viewer_and_widget
+    stack, strokes = blob_stack(3)
+    viewer.add_image(stack, name="stack")
+    annotations = widget.new_annotations()
+    annotations.data[0] = strokes[0]
+    fast_settings(widget, steps=8)
+    widget.auto_predict.setChecked(False)
+    widget.threshold.setValue(0.05)
+    train_and_wait(qtbot, widget)
+    widget.predict_scope.setCurrentText("whole stack")
+    wait_prediction(qtbot, widget, widget.predict)
+    instances = viewer.layers["stack instances"]
+    features = instances.features
+    assert features["label"].tolist() == _object_ids(instances.data)
+    for row in features.itertuples():
+        assert instances.data[row.z][instances.data[row.z] == row.label].size == row.area_px
+    assert set(features["z"]) == {0, 1, 2}
+
+    # One plane predicted again: its rows are replaced, the other planes' kept.
+    kept = features[features["z"] != 1].reset_index(drop=True)
+    widget.predict_scope.setCurrentText("current plane")
+    viewer.dims.set_current_step(0, 1)
+    widget.threshold.setValue(0.1)
+    qtbot.waitUntil(lambda: not widget.is_predicting and "postprocess" not in widget._workers, timeout=60_000)
+    wait_prediction(qtbot, widget, widget.predict)
+    after = instances.features
+    assert after["label"].tolist() == _object_ids(instances.data)
+    assert after[after["z"] != 1].reset_index(drop=True)["label"].tolist() == kept["label"].tolist()
+
+
+def test_menu_commands_train_and_predict_and_training_is_a_napari_task(make_napari_viewer, qtbot, sample, notes) -> None:
+    """Layers ▸ Segment ▸ Train / Predict; closing while training is announced by napari's task manager."""
+    from napari._app_model import get_app_model
+
+    from napari_unet import _commands
+
+    viewer = make_napari_viewer()
+    menu = [item.command.id for item in get_app_model().menus.get_menu("napari/layers/segment") if hasattr(item, "command")]
+    assert f"{DISTRIBUTION}.train" in menu and f"{DISTRIBUTION}.predict" in menu
+    image = viewer.add_image(sample.image, name="nuclei")
+    viewer.layers.selection.active = image
+    widget = _commands._widget(viewer)  # docked by the command; the same widget every time
+    assert _commands._widget(viewer) is widget
+    annotations = widget.new_annotations()
+    annotations.data = dense_strokes(sample)
+    fast_settings(widget, steps=400)
+    widget.auto_predict.setChecked(False)
+    viewer.layers.selection.active = annotations  # the command finds the image the strokes belong to
+    manager = viewer.window._task_status_manager
+    with qtbot.waitSignal(widget.training_finished, timeout=TRAIN_TIMEOUT_MS):
+        _commands.train(viewer)
+        assert widget.is_training
+        qtbot.waitUntil(lambda: widget._last_progress is not None, timeout=TRAIN_TIMEOUT_MS)
+        status = manager.get_status()
+        # Only ours, in words (napari's generic "napari-worker: <function ...>" entry is not added).
+        assert len(status) == 1 and status[0].startswith("napari-unet: training the U-Net on 'nuclei'"), status
+        widget.stop()
+    assert not manager.is_busy()
+    with qtbot.waitSignal(widget.prediction_finished, timeout=120_000):
+        _commands.predict(viewer)
+    assert "nuclei instances" in viewer.layers and not errors(notes)

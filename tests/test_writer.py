@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_unet import DISTRIBUTION
 from napari_unet._writer import write_labels_layer
 from napari_unet.core.errors import UserInputError
 
@@ -51,11 +52,11 @@ def test_round_trip_through_napari_save_and_open(make_napari_viewer, tmp_path, m
     viewer = make_napari_viewer()
     viewer.add_labels(labels, name="cells")
     path = tmp_path / "cells.tif"
-    saved = viewer.layers.save(str(path), selected=True, plugin="napari-unet")
+    saved = viewer.layers.save(str(path), selected=True, plugin=DISTRIBUTION)
     assert [str(p) for p in saved] == [str(path)]
     assert tifffile.imread(path).dtype == dtype
 
-    [opened] = viewer.open(str(path), plugin="napari-unet")
+    [opened] = viewer.open(str(path), plugin=DISTRIBUTION)
     assert opened.data.dtype == dtype
     np.testing.assert_array_equal(opened.data, labels)
 

@@ -11,7 +11,7 @@ a plane's blocks, never the stack.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator, Sequence
+from typing import Callable, Generator, Sequence
 
 import numpy as np
 
@@ -115,6 +115,7 @@ def iter_predict_stack(
     indices: Sequence[tuple] | None = None,
     probabilities_out=None,
     tile: int | None = None,
+    plane_done: Callable[[tuple, np.ndarray | None], None] | None = None,
 ) -> Generator[StackProgress, None, int]:
     """Predict planes (all by default) of an N-D image into label-shaped outputs.
 
@@ -136,6 +137,14 @@ def iter_predict_stack(
         Writable ``(n_classes, *label_shape)`` float array for probabilities.
     tile : int, optional
         Tile side for the network.
+    plane_done : callable, optional
+        Called as ``plane_done(index, probabilities)`` once a plane's labels
+        are written, e.g. a :class:`~napari_unet.core.measure.StackMeasurements`.
+        ``probabilities`` are that plane's ``(n_classes, *spatial)``: a view
+        of ``probabilities_out``, or else a buffer of one plane kept only
+        until the next plane (never the whole stack's). For a whole Z stack
+        predicted by a 2D model, the calls come after the 3D relabelling
+        (so the ids are the 3D objects'), with ``probabilities=None``.
 
     Yields
     ------
@@ -180,6 +189,7 @@ def iter_predict_stack(
                 offset = max(offset, int(np.max(np.asarray(instances_out[planes.label_index(index)]), initial=0)))
 
     total = len(todo)
+    relabel_3d = ndim == 2 and "Z" in planes.loop_axes and indices is None
     for done, index in enumerate(todo):
         label_key = planes.label_index(index)
         fixed = tuple(None if isinstance(k, slice) else k for k in label_key)
@@ -187,6 +197,8 @@ def iter_predict_stack(
         probs = None
         if probabilities_out is not None:
             probs = view(probabilities_out, (None,) + fixed, (0,) + tuple(i + 1 for i in kept))
+        elif plane_done is not None:
+            probs = np.zeros((segmenter.config.n_classes,) + tuple(planes.spatial_shape), np.float32)
         gen = blockwise.predict_plane(
             segmenter,
             planes.image(index),
@@ -205,8 +217,14 @@ def iter_predict_stack(
                 break
             yield StackProgress(done, total, progress)
         offset = max(offset, int(top) if top is not None else offset)
-    if ndim == 2 and "Z" in planes.loop_axes and indices is None:
+        if plane_done is not None and not relabel_3d:
+            plane_done(index, probs)
+    if relabel_3d:
         offset = yield from _relabel_in_3d(planes, semantic_out, instances_out, params, total)
+        # Measured once the ids are final (3D objects); the planes'
+        # probabilities are gone by then, so their mean probability is NaN.
+        for index in todo if plane_done is not None else ():
+            plane_done(index, None)
     yield StackProgress(total, total, None)
     return offset
 
