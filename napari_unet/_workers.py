@@ -348,8 +348,8 @@ def predict_stack_steps(
     paths = (store_dir / "semantic.zarr", store_dir / "instances.zarr")
     try:
         with ExitStack() as stack:
-            semantic = stack.enter_context(open_output(paths[0], shape, np.uint8, chunks=_chunks(planes)))
-            instances = stack.enter_context(open_output(paths[1], shape, np.uint32, chunks=_chunks(planes)))
+            semantic = stack.enter_context(open_output(paths[0], shape, np.uint8, chunks=_chunks(planes), durable=False))
+            instances = stack.enter_context(open_output(paths[1], shape, np.uint32, chunks=_chunks(planes), durable=False))
             steps = iter_predict_stack(segmenter, planes, semantic, instances, params, tile=tile)
             finished, _ = yield from _forward(steps, cancel, interval, is_final)
             if not finished:
