@@ -194,7 +194,7 @@ def check_target(path: str | os.PathLike, folder_output: bool = False) -> Path:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise OutputError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
+        raise OutputError(f"cannot write {str(path)!r}: its folder does not exist")
     if path.is_dir() and not path.is_symlink():
         if not folder_output:
             raise OutputError(f"cannot write {str(path)!r}: it is a folder")
