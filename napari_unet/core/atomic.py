@@ -333,6 +333,11 @@ def _roll_back(placed: list[Path], backups: list[tuple[Path, Path]]) -> None:
             _remove(final)
     for backup, final in backups:
         with contextlib.suppress(OSError):
+            if os.path.lexists(final) and os.path.samestat(os.lstat(backup), os.lstat(final)):
+                # Not replaced yet: still the hard link's file. (rename() between two links
+                # of one file does nothing, and would leave the backup behind.)
+                os.unlink(backup)
+                continue
             if final.is_dir() and not final.is_symlink():
                 shutil.rmtree(final)
             os.replace(backup, final)
