@@ -10,7 +10,9 @@ Contract (scripts outside the project call it)::
     napari-unet predict INPUT [INPUT ...] -m MODEL -o FOLDER [--instances]
                         [--format tif|zarr] [--axes AXES] [--tile N]
                         [--workers N | --scheduler ADDRESS]
-    napari-unet demo
+    napari-unet demo [--steps N | --max-time SECONDS] [--output FOLDER]
+
+Every command also takes ``--debug`` (the traceback of an error).
 
 INPUT is a file, a folder (its TIFFs) or a quoted glob pattern. Several
 inputs are predicted in parallel through dask: threads of the local

@@ -219,7 +219,9 @@ def _write_error(exc: OSError, finals: list[Path], temps: dict[Path, Path]) -> O
                 which = [final]
                 break
     if which is None:
-        if exc.errno not in WRITE_ERRNOS:
+        # An error naming another file (an input, say) is not about the outputs;
+        # one naming no file is when its errno says "cannot write".
+        if named is not None or exc.errno not in WRITE_ERRNOS:
             return None
         which = finals
     names = ", ".join(repr(str(p)) for p in which)
