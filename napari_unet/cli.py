@@ -439,7 +439,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if _output_is_folder(args):
         return _predict_many(args)
     if len(args.inputs) != 1 or not Path(args.inputs[0]).expanduser().is_file():
-        raise UserInputError(f"with several inputs, a folder or a pattern, -o must be an output folder, not {args.output!r}")
+        raise UserInputError(f"with several inputs (or a folder or pattern as input) -o must be a folder, not {args.output!r}")
     return _predict_one(args)
 
 
