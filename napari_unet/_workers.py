@@ -377,8 +377,8 @@ def predict_stack_steps(
     paths = (store_dir / "semantic.zarr", store_dir / "instances.zarr")
     try:
         with ExitStack() as stack:
-            semantic = stack.enter_context(open_output(paths[0], shape, np.uint8, chunks=_chunks(planes)))
-            instances = stack.enter_context(open_output(paths[1], shape, np.uint32, chunks=_chunks(planes)))
+            semantic = stack.enter_context(open_output(paths[0], shape, np.uint8, chunks=_chunks(planes), durable=False))
+            instances = stack.enter_context(open_output(paths[1], shape, np.uint32, chunks=_chunks(planes), durable=False))
             measure = StackMeasurements(planes, semantic, instances, segmenter.names(), scale)
             steps = iter_predict_stack(segmenter, planes, semantic, instances, params, tile=tile, plane_done=measure)
             finished, _ = yield from _forward(steps, cancel, interval, is_final)

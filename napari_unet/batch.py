@@ -296,16 +296,20 @@ def predict_planes(
     smallest integer type (:func:`~napari_unet.core.tiff_io.write_labels`);
     large or zarr outputs stream into
     :func:`~napari_unet.core.stores.open_output` (uint8 semantic, uint32
-    instances), each moved into place only once every output is complete.
-    ``measurements_path`` receives a CSV of per-object measurements
+    instances). Either way every output is written under a temporary name
+    and all are moved into place together once all are complete
+    (:func:`~napari_unet.core.atomic.atomic_group`): on any failure none is,
+    and previous outputs at those paths are kept. ``measurements_path``
+    receives a CSV of per-object measurements
     (:mod:`napari_unet.core.measure`), measured plane by plane as planes
-    are predicted; it is written last.
+    are predicted; it is written (atomically) once the labels are in place.
 
     Returns
     -------
     (list of Path, int)
         The files written and the number of objects (largest instance id).
     """
+    from .core.atomic import atomic_group, scratch_dir
     from .core.postprocess import InstanceParams
     from .core.stack import iter_predict_stack
     from .core.tiff_io import write_labels, write_tiff
@@ -322,27 +326,31 @@ def predict_planes(
         measure = _measurements(segmenter, planes, semantic, instances, measurements_path)
         stack = iter_predict_stack(segmenter, planes, semantic, instances, params, probabilities_out=probabilities, tile=tile, plane_done=measure)
         result = _drive(stack, progress)
-        # Everything is computed before the first file is written.
-        write_labels(semantic_path, semantic)
-        if instances_path is not None:
-            write_labels(instances_path, instances)
-        if probabilities_path is not None:
-            write_tiff(probabilities_path, probabilities)
+        # Everything is computed before the first file is written; all are moved into place together.
+        with atomic_group() as group:
+            write_labels(semantic_path, semantic, group)
+            if instances_path is not None:
+                write_labels(instances_path, instances, group)
+            if probabilities_path is not None:
+                write_tiff(probabilities_path, probabilities, group)
         return outputs + _write_measurements(measure, measurements_path), _max_id(result, instances)
     from .core import stores
 
-    with ExitStack() as stack:
-        semantic = stack.enter_context(stores.open_output(semantic_path, shape, np.uint8, axes=planes.label_axes))
+    # The group is entered first so it commits last, after every store is flushed and closed.
+    with atomic_group() as group, ExitStack() as stack:
+        semantic = stack.enter_context(stores.open_output(semantic_path, shape, np.uint8, axes=planes.label_axes, group=group))
         if instances_path is not None:
-            instances = stack.enter_context(stores.open_output(instances_path, shape, np.uint32, axes=planes.label_axes))
+            instances = stack.enter_context(stores.open_output(instances_path, shape, np.uint32, axes=planes.label_axes, group=group))
         else:
             # Instances are labelled anyway (blockwise, on disk); keep them in a
             # scratch store beside the output that is never moved into place.
-            scratch = stack.enter_context(_scratch_dir(semantic_path.parent))
-            instances = stack.enter_context(stores.open_output(scratch / "instances.zarr", shape, np.uint32))
+            scratch = stack.enter_context(scratch_dir(semantic_path.parent))
+            instances = stores.scratch_zarr(scratch / "instances.zarr", shape, np.uint32)
         probabilities = None
         if probabilities_path is not None:
-            probabilities = stack.enter_context(stores.open_output(probabilities_path, (n_classes,) + shape, np.float32, axes="C" + planes.label_axes))
+            probabilities = stack.enter_context(
+                stores.open_output(probabilities_path, (n_classes,) + shape, np.float32, axes="C" + planes.label_axes, group=group)
+            )
         measure = _measurements(segmenter, planes, semantic, instances, measurements_path)
         stack_steps = iter_predict_stack(segmenter, planes, semantic, instances, params, probabilities_out=probabilities, tile=tile, plane_done=measure)
         result = _drive(stack_steps, progress)
@@ -367,18 +375,6 @@ def _write_measurements(measure, path: Path | None) -> list[Path]:
     from .core.measure import write_csv
 
     return [write_csv(path, measure.table())]
-
-
-@contextmanager
-def _scratch_dir(folder: Path) -> Iterator[Path]:
-    import shutil
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix=".napari-unet-scratch-", dir=folder))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # Segmenters loaded on this process (a dask worker), shared by its threads:

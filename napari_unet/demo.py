@@ -62,7 +62,9 @@ def run_demo(output: str | Path = "napari-unet-demo", steps: int | None = None, 
     write_tiff(out / "image.tif", sample.image)
     write_labels(out / "annotations.tif", sample.annotations)
 
-    config = TrainConfig(steps=steps if steps or max_time else 200, max_time=max_time, seed=seed)
+    if steps is not None and steps < 1:
+        raise UserInputError(f"--steps must be at least 1, not {steps}")  # 0 used to mean "the default"
+    config = TrainConfig(steps=200 if steps is None and max_time is None else steps, max_time=max_time, seed=seed)
     segmenter = Segmenter(device=device)
     last, interrupted = run_training(segmenter, sample.image, sample.annotations, config)
     if last is None or segmenter.model is None:

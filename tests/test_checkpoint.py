@@ -87,3 +87,61 @@ def test_loading_executes_no_code(tmp_path):
     with pytest.raises(ModelFileError):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def _tampered(tmp_path, trained_segmenter, change):
+    seg, _, _ = trained_segmenter
+    data = load_checkpoint(seg.save(tmp_path / "ok.pt"))
+    change(data)
+    path = tmp_path / "tampered.pt"
+    torch.save(data, path)
+    return path
+
+
+def _set(key, value):
+    return lambda d: d.__setitem__(key, value)
+
+
+def _set_in(key, field, value):
+    return lambda d: d[key].__setitem__(field, value)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_set("config", "UNetConfig(in_channels=1)"), "config is a str"),
+        (_set("config", {}), "lacks in_channels"),
+        (_set_in("config", "depth", "2"), "'depth' is '2', not an integer"),
+        (_set_in("config", "n_classes", 2.0), "not an integer"),
+        (_set_in("config", "n_classes", 70000), "outside"),
+        (_set_in("config", "ndim", 4), "outside 2..3"),
+        (_set_in("config", "width", True), "not an integer"),
+        (_set("normalization", "percentile"), "normalisation is a str"),
+        (_set("normalization", {"low_percentile": "x", "high_percentile": [1]}), "'low_percentile'"),
+        (_set_in("normalization", "per_image", "yes"), "per_image"),
+        (_set_in("normalization", "low", float("nan")), "'low'"),
+        (_set_in("normalization", "high_percentile", 500.0), "'high_percentile'"),
+        (_set("state_dict", [1, 2, 3]), "weights"),
+        (lambda d: d["state_dict"].__setitem__(next(iter(d["state_dict"])), torch.tensor([float("nan")])), "NaN"),
+        (_set("class_names", "background"), "class names"),
+        (_set("class_names", ["background"]), "names 1 classes"),
+        (_set("history", {"run": 0}), "history is not a list"),
+        (_set("history", [{"run": "zero", "step": 1}]), "history"),
+    ],
+)
+def test_malformed_model_files_are_refused_naming_the_file(tmp_path, trained_segmenter, change, message):
+    path = _tampered(tmp_path, trained_segmenter, change)
+    with pytest.raises(ModelFileError, match="tampered.pt") as exc:
+        Segmenter.load(path, device="cpu")
+    assert message in str(exc.value)
+
+
+def test_an_unavailable_device_is_not_blamed_on_the_file(tmp_path, trained_segmenter, monkeypatch):
+    from napari_unet.core.errors import UserInputError
+
+    seg, _, _ = trained_segmenter
+    path = seg.save(tmp_path / "m.pt")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserInputError) as exc:
+        Segmenter.load(path, device="cuda")
+    assert not isinstance(exc.value, ModelFileError) and "no CUDA GPU" in str(exc.value)

@@ -252,3 +252,278 @@ def test_single_input_refuses_to_overwrite_itself(files, tmp_path, capsys):
     assert main(["predict", str(files["image"]), "-m", str(model), "-o", str(files["image"])]) == 1
     assert "overwrite the input" in _one_error_line(capsys)
     assert files["image"].read_bytes() == before
+
+
+# -- nothing lost, ever (issue 14) ----------------------------------------------------
+import errno  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import napari_unet.cli as cli_module  # noqa: E402
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if training starts: the refusal must come before any work."""
+    monkeypatch.setattr(cli_module, "run_training", lambda *a, **k: pytest.fail("training started"))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A small trained model file (2 levels, width 8), quick to predict with."""
+    from conftest import blobs_image
+
+    from napari_unet.core.model import UNetConfig
+    from napari_unet.core.segmenter import Segmenter
+    from napari_unet.core.training import TrainConfig
+
+    image, _, ann = blobs_image((64, 64))
+    seg = Segmenter(UNetConfig(1, 2, depth=2, width=8), device="cpu")
+    seg.fit(image, ann, TrainConfig(steps=2, patch_size=32, batch_size=2, seed=0))
+    return seg.save(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+def test_train_refuses_to_write_over_its_image_or_annotations(files, tmp_path, capsys, no_training):
+    os.link(files["ann"], tmp_path / "same_ann.tif")  # another name for the same file
+    for target, what in ((files["ann"], "annotations"), (files["image"], "image"), (tmp_path / "same_ann.tif", "annotations")):
+        before = {p: p.read_bytes() for p in (files["image"], files["ann"])}
+        assert main(["train", str(files["image"]), str(files["ann"]), "-o", str(target), "--steps", "3"]) == 1
+        line = _one_error_line(capsys)
+        assert "would overwrite the " + what in line and str(target) in line, line
+        assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.mark.parametrize("other", ["--instances", "--probabilities"])
+def test_predict_outputs_may_not_be_the_same_file(files, tmp_path, capsys, tiny_model, other):
+    out = tmp_path / "same.tif"
+    assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(out), other, str(out)]) == 1
+    assert f"-o and {other} are the same file" in _one_error_line(capsys)
+    assert not out.exists()
+    # Nor the model file.
+    model_as_tif = tmp_path / "model.tif"
+    model_as_tif.write_bytes(tiny_model.read_bytes())
+    assert main(["predict", str(files["image"]), "-m", str(model_as_tif), "-o", str(tmp_path / "o.tif"), "--instances", str(model_as_tif)]) == 1
+    assert "would overwrite the model" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("where", ["folder", "missing parent", "proc"])
+def test_unwritable_model_path_is_found_before_training(files, tmp_path, capsys, no_training, where):
+    target = {"folder": tmp_path / "m", "missing parent": tmp_path / "nowhere" / "m.pt", "proc": "/proc/napari-unet-model.pt"}[where]
+    if where == "folder":
+        target.mkdir()
+    assert main(["train", str(files["image"]), str(files["ann"]), "-o", str(target), "--steps", "3"]) == 1
+    line = _one_error_line(capsys)
+    assert f"cannot write {str(target)!r}" in line, line
+
+
+def test_a_model_that_cannot_be_written_after_training_is_saved_elsewhere(files, tmp_path, capsys, monkeypatch):
+    from napari_unet.core import checkpoint
+    from napari_unet.core.segmenter import Segmenter
+
+    real_save = checkpoint.torch.save
+    target = tmp_path / "out" / "m.pt"
+    target.parent.mkdir()
+
+    def full_disk(obj, path, *args, **kwargs):
+        if Path(path).parent == target.parent:  # the disk of -o fills up during training
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert main(["train", str(files["image"]), str(files["ann"]), "-o", str(target), "--steps", "1"]) == 1
+    line = _one_error_line(capsys)
+    assert f"cannot write {str(target)!r}: No space left on device" in line and "napari-unet~" not in line, line
+    [rescued] = (tmp_path / "cwd").glob("napari-unet-rescued-*m.pt")
+    assert str(rescued.name) in line
+    assert Segmenter.load(rescued).is_trained
+    assert list(target.parent.iterdir()) == []  # no temporary left behind
+
+
+def test_rerunning_predict_onto_zarr_outputs_replaces_them(files, tmp_path, capsys, tiny_model):
+    zarr = pytest.importorskip("zarr")
+    out, inst = tmp_path / "z.zarr", tmp_path / "i.zarr"
+    argv = ["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(out), "--instances", str(inst)]
+    assert main(argv) == 0
+    first = sorted(p.relative_to(out) for p in out.rglob("*"))
+    (out / "stale-marker").write_text("from the first run")
+    assert main(argv) == 0, capsys.readouterr().err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == first  # replaced whole, nothing written inside
+    assert zarr.open_array(str(out), mode="r").shape == tifffile.imread(files["image"]).shape
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # A folder that is not a zarr store is never replaced.
+    (tmp_path / "mine.zarr").mkdir()
+    (tmp_path / "mine.zarr" / "notes.txt").write_text("keep me")
+    capsys.readouterr()
+    assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(out), "--instances", str(tmp_path / "mine.zarr")]) == 1
+    assert "not a zarr store" in _one_error_line(capsys)
+    assert (tmp_path / "mine.zarr" / "notes.txt").read_text() == "keep me"
+
+
+def test_written_files_honour_the_umask_and_keep_the_mode_they_replace(files, tmp_path, tiny_model):
+    import stat
+
+    def mode(p):
+        return stat.S_IMODE(p.stat().st_mode)
+
+    old = os.umask(0o022)
+    try:
+        sem, zarr_out, model = tmp_path / "s.tif", tmp_path / "s.zarr", tmp_path / "m.pt"
+        assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(sem)]) == 0
+        assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(zarr_out)]) == 0
+        from napari_unet.core.segmenter import Segmenter
+
+        Segmenter.load(tiny_model).save(model)
+        assert mode(sem) == mode(model) == 0o644 and mode(zarr_out) == 0o755
+        os.chmod(sem, 0o640)  # the user's choice for an existing file is kept
+        assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(sem)]) == 0
+        assert mode(sem) == 0o640
+        os.umask(0o077)
+        assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(tmp_path / "private.tif")]) == 0
+        assert mode(tmp_path / "private.tif") == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_a_truncated_or_corrupt_tiff_in_train_is_one_line_naming_it(files, tmp_path, capsys):
+    image = tifffile.imread(files["image"])
+    tifffile.imwrite(tmp_path / "z.tif", image, compression="zlib", rowsperstrip=8)
+    data = bytearray((tmp_path / "z.tif").read_bytes())
+    data[len(data) // 3 : len(data) // 3 + 200] = b"\x55" * 200  # a damaged strip: only found when decoded
+    (tmp_path / "damaged.tif").write_bytes(bytes(data))
+    (tmp_path / "truncated.tif").write_bytes((tmp_path / "z.tif").read_bytes()[: len(data) // 2])
+    for name in ("damaged.tif", "truncated.tif"):
+        assert main(["train", str(tmp_path / name), str(files["ann"]), "-o", str(tmp_path / "m.pt"), "--steps", "1"]) == 1
+        line = _one_error_line(capsys)
+        assert f"cannot read {str(tmp_path / name)!r}" in line, line
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("budget", [["--max-time", "nan"], ["--max-time", "inf"], ["--max-time", "-1"], ["--max-time", "0"], ["--steps", "0"], ["--steps", "-5"]])
+def test_training_budgets_must_be_positive_and_finite(files, tmp_path, capsys, no_training, budget):
+    assert main(["train", str(files["image"]), str(files["ann"]), "-o", str(tmp_path / "m.pt"), *budget]) == 1
+    assert budget[0] in _one_error_line(capsys)
+
+
+def test_demo_refuses_zero_steps(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli_module, "run_training", lambda *a, **k: pytest.fail("training started"))
+    assert main(["demo", "--steps", "0", "--output", str(tmp_path / "demo")]) == 1
+    assert "--steps must be at least 1" in _one_error_line(capsys)
+
+
+def test_misleading_messages_now_say_what_happened(files, tmp_path, capsys, tiny_model, monkeypatch):
+    import torch
+
+    # A missing input is a missing input, whatever -o is.
+    assert main(["predict", str(tmp_path / "nope.tif"), "-m", str(tiny_model), "-o", str(tmp_path / "o.tif")]) == 1
+    assert "file not found" in _one_error_line(capsys)
+    # An unsupported output type is refused instead of becoming a folder.
+    assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(tmp_path / "x.png")]) == 1
+    assert ".png is not an output type" in _one_error_line(capsys)
+    assert not (tmp_path / "x.png").exists()
+    # --device cuda without CUDA says so, and does not blame the model file.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(tmp_path / "o.tif"), "--device", "cuda"]) == 1
+    line = _one_error_line(capsys)
+    assert "no CUDA GPU" in line and "does not fit" not in line
+    # NaN pixels: the file is named.
+    nan = tifffile.imread(files["image"]).astype(np.float32)
+    nan[5, 5] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", nan)
+    assert main(["train", str(tmp_path / "nan.tif"), str(files["ann"]), "-o", str(tmp_path / "m.pt")]) == 1
+    line = _one_error_line(capsys)
+    assert "NaN" in line and "nan.tif" in line
+
+
+def test_resume_with_more_classes_says_what_to_do_on_the_command_line(files, tmp_path, capsys, tiny_model):
+    ann = tifffile.imread(files["ann"])
+    ann[:4, :4] = 3
+    tifffile.imwrite(tmp_path / "three.tif", ann)
+    assert main(["train", str(files["image"]), str(tmp_path / "three.tif"), "-o", str(tmp_path / "m.pt"), "--resume", str(tiny_model), "--steps", "1"]) == 1
+    line = _one_error_line(capsys)
+    assert "leave out --resume" in line and "reset the model" not in line
+
+
+def test_annotation_values_beyond_the_class_limit_name_the_file(files, tmp_path, capsys, no_training):
+    ann = tifffile.imread(files["ann"]).astype(np.uint32)
+    ann[0, 0] = 65537  # would wrap to 0 (background) in int16
+    tifffile.imwrite(tmp_path / "huge.tif", ann)
+    assert main(["train", str(files["image"]), str(tmp_path / "huge.tif"), "-o", str(tmp_path / "m.pt")]) == 1
+    line = _one_error_line(capsys)
+    assert "huge.tif" in line and "65537" in line and "image passed as annotations" in line
+    # The image passed as its own annotations.
+    assert main(["train", str(files["image"]), str(files["image"]), "-o", str(tmp_path / "m.pt")]) == 1
+    assert "image passed as annotations" in _one_error_line(capsys)
+
+
+def _interrupting_train(monkeypatch, signum=None, after=0):
+    """Segmenter.train interrupted after ``after`` real steps: by Ctrl-C, or by the signal ``signum`` sent to this process."""
+    from napari_unet.core.segmenter import Segmenter
+
+    real_train = Segmenter.train
+
+    def train(self, *args, **kwargs):
+        for n, progress in enumerate(real_train(self, *args, **kwargs)):
+            if n == after:
+                if signum is None:
+                    raise KeyboardInterrupt
+                os.kill(os.getpid(), signum)  # the handler runs in this (the main) thread right away
+            yield progress
+
+    monkeypatch.setattr(Segmenter, "train", train)
+
+
+def test_ctrl_c_before_the_first_step_exits_130(files, tmp_path, capsys, monkeypatch):
+    _interrupting_train(monkeypatch, after=0)
+    assert main(["train", str(files["image"]), str(files["ann"]), "-o", str(tmp_path / "m.pt")]) == 130
+    assert "no model written" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_sigterm_during_training_writes_the_best_model_and_exits_143(files, tmp_path, capsys, monkeypatch):
+    import signal
+
+    from napari_unet.core.segmenter import Segmenter
+
+    _interrupting_train(monkeypatch, signum=signal.SIGTERM, after=1)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert main(["train", str(files["image"]), str(files["ann"]), "-o", str(tmp_path / "m.pt"), "--steps", "1000"]) == 143
+    assert "interrupted: trained" in capsys.readouterr().out
+    assert Segmenter.load(tmp_path / "m.pt").is_trained
+    assert signal.getsignal(signal.SIGTERM) is previous  # restored after the command
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(files, tmp_path, capsys, monkeypatch):
+    def bug(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli_module, "cmd_train", bug)  # build_parser binds it when main runs
+    argv = ["train", str(files["image"]), str(files["ann"]), "-o", str(tmp_path / "m.pt")]
+    assert main(argv) == 1
+    line = _one_error_line(capsys)
+    assert "unexpected ZeroDivisionError" in line and "run with --debug for the traceback" in line
+    for debug_argv in (argv + ["--debug"], ["--debug"] + argv):
+        assert main(debug_argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" in err and err.strip().splitlines()[-1].startswith("napari-unet: error: unexpected ZeroDivisionError")
+
+
+def test_stale_temporaries_of_killed_runs_are_cleaned_and_backups_put_back(files, tmp_path, tiny_model):
+    import socket
+
+    from napari_unet.core import atomic
+
+    atomic._cleaned.clear()
+    host = socket.gethostname()
+    dead = 2**22 + 12345  # above pid_max's default: no such process
+    stale = tmp_path / f"{atomic.TEMP_PREFIX}tmp~{host}~{dead}~0000abcd~o.zarr"
+    stale.mkdir()
+    (stale / "chunk").write_bytes(b"x" * 100)
+    live = tmp_path / f"{atomic.TEMP_PREFIX}tmp~{host}~{os.getpid()}~0000abce~busy.tif"
+    live.write_bytes(b"still being written")
+    backup = tmp_path / f"{atomic.TEMP_PREFIX}old~{host}~{dead}~0000abcf~previous.tif"
+    backup.write_bytes(b"the previous output")
+    assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(tmp_path / "o.tif")]) == 0
+    assert not stale.exists() and live.exists()
+    assert (tmp_path / "previous.tif").read_bytes() == b"the previous output" and not backup.exists()

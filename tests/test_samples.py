@@ -37,8 +37,30 @@ def test_check_annotations_refuses_shape_mismatch_and_too_many_classes():
     with pytest.raises(UserInputError, match="do not match"):
         check_annotations([ann], [(8, 9)])
     assert check_annotations([ann], [(8, 8)]) == 3
-    with pytest.raises(UserInputError, match="reset the model"):
+    with pytest.raises(UserInputError, match="train a new model") as exc:
         check_annotations([ann], [(8, 8)], n_classes=2)
+    assert "leave out --resume" in str(exc.value)  # said in the CLI's terms too, not only the widget's
+
+
+@pytest.mark.parametrize("value, dtype", [(257, np.uint16), (300, np.uint16), (40000, np.uint16), (60000, np.uint16), (65537, np.uint32)])
+def test_annotation_values_above_the_class_limit_are_refused_naming_the_value(value, dtype):
+    ann = np.zeros((8, 8), dtype)
+    ann[0, 0], ann[1, 1], ann[2, 2] = 1, 2, value
+    with pytest.raises(UserInputError, match=f"value {value}.*image passed as annotations"):
+        check_annotations([ann], [(8, 8)])
+    # No int16 wraparound: 65537 must not become 0 (background) nor 40000 a negative class.
+    with pytest.raises(UserInputError, match=f"value {value}"):
+        annotations_to_targets(ann)
+
+
+def test_the_largest_allowed_annotation_value_is_accepted():
+    from napari_unet.core.limits import MAX_ANNOTATION_VALUE, MAX_OBJECT_CLASSES
+
+    assert MAX_OBJECT_CLASSES == 255 and MAX_ANNOTATION_VALUE == 256
+    ann = np.zeros((8, 8), np.uint16)
+    ann[0, 0], ann[1, 1] = 1, MAX_ANNOTATION_VALUE
+    assert check_annotations([ann], [(8, 8)]) == MAX_ANNOTATION_VALUE
+    assert annotations_to_targets(ann).max() == MAX_ANNOTATION_VALUE - 1
 
 
 def test_sampler_balances_classes_and_keeps_shapes(blobs):

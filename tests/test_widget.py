@@ -113,6 +113,16 @@ def add_painted_sample(viewer, widget, sample, strokes=None):
     return image, annotations
 
 
+def wait_idle(qtbot, widget, timeout: int = 120_000) -> None:
+    """Wait until no worker runs and no prediction is queued.
+
+    A prediction's result (``prediction_finished``) arrives before its worker
+    has ended, and a Predict pressed in between is queued behind it instead
+    of starting: tests wait on this state, never on how fast the machine is.
+    """
+    qtbot.waitUntil(lambda: not widget.is_predicting and not widget.is_training and widget._again_request is None, timeout=timeout)
+
+
 def train_and_wait(qtbot, widget, predictions: list | None = None) -> None:
     """Press Train, wait for the end of training (and of the automatic prediction)."""
     before = len(predictions) if predictions is not None else 0
@@ -120,6 +130,7 @@ def train_and_wait(qtbot, widget, predictions: list | None = None) -> None:
         widget.train()
     if predictions is not None:
         qtbot.waitUntil(lambda: len(predictions) > before, timeout=60_000)
+    wait_idle(qtbot, widget)
 
 
 def predictions_of(widget) -> list:
@@ -469,8 +480,11 @@ def blob_stack(planes: int, shape=(64, 64), truth: bool = False) -> tuple[np.nda
 
 
 def wait_prediction(qtbot, widget, action) -> None:
+    """Do ``action`` once the widget is idle and wait until the prediction it starts has ended."""
+    wait_idle(qtbot, widget)
     with qtbot.waitSignal(widget.prediction_finished, timeout=120_000):
         action()
+    wait_idle(qtbot, widget)
 
 
 class CountingArray:
@@ -522,6 +536,7 @@ def test_stack_annotated_on_two_planes_trains_and_predicts_every_plane(viewer_an
 
     # Predict again during a whole-stack prediction cancels it; the layers are left as they were.
     before = semantic.data.copy()
+    wait_idle(qtbot, widget)  # else this Predict is queued behind the ending one and shows no Cancel
     widget.predict()
     assert widget.predict_button.text() == "Cancel"
     widget.predict()

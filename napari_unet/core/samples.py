@@ -85,7 +85,15 @@ def _data_patch_shape(data: list[LabelledImage], patch_size: int) -> tuple[int, 
 
 
 def annotations_to_targets(annotations: np.ndarray) -> np.ndarray:
-    """Convert annotations (0 ignore, 1 background, 2.. classes) to targets (-1, 0, 1..)."""
+    """Convert annotations (0 ignore, 1 background, 2.. classes) to targets (-1, 0, 1..).
+
+    Values above :data:`~napari_unet.core.limits.MAX_ANNOTATION_VALUE` are
+    refused rather than wrapped around by the int16 cast (65537 would
+    otherwise become 0, read as background).
+    """
+    from .limits import check_annotation_values
+
+    check_annotation_values(annotations)
     return annotations.astype(np.int16) - 1
 
 
@@ -109,14 +117,18 @@ def check_annotations(annotations: list[np.ndarray], image_shapes: list[tuple[in
     Raises
     ------
     UserInputError
-        On a shape mismatch, no annotations, or only one class painted.
+        On a shape mismatch, no annotations, only one class painted, or a
+        value above :data:`~napari_unet.core.limits.MAX_ANNOTATION_VALUE`.
     """
+    from .limits import check_annotation_values
+
     present: set[int] = set()
     for ann, shape in zip(annotations, image_shapes):
         if tuple(ann.shape) != tuple(shape):
             raise UserInputError(f"annotations of shape {tuple(ann.shape)} do not match the image's shape {tuple(shape)}")
         if ann.dtype.kind not in "uib" or (ann.size and ann.min() < 0):
             raise UserInputError("annotations must be non-negative integers (0 unlabeled, 1 background, 2.. classes)")
+        check_annotation_values(ann)  # before np.unique: a stray 60000 would ask for a 60000-class model
         present.update(int(v) for v in np.unique(ann) if v > 0)
     if not present:
         raise UserInputError("no annotations: paint background (label 1) and at least one object class (label 2) first")
@@ -128,8 +140,9 @@ def check_annotations(annotations: list[np.ndarray], image_shapes: list[tuple[in
     classes = max(present)
     if n_classes is not None and classes > n_classes:
         raise UserInputError(
-            f"annotations use label {max(present)} but the model has {n_classes - 1} object class(es); "
-            "reset the model to train with more classes"
+            f"annotations use label {max(present)} but the model has {n_classes - 1} object class(es) "
+            f"(labels up to {n_classes}); train a new model to use more classes "
+            "(command line: leave out --resume; widget: Reset model)"
         )
     return max(classes, 2)
 

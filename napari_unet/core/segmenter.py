@@ -346,7 +346,8 @@ class Segmenter:
         ModelFileError
             If the file is not a usable napari-unet model.
         """
-        data = load_checkpoint(path)
+        data = load_checkpoint(path)  # checks every field (core/checkpoint.py)
+        device = resolve_device(device)  # an unavailable device is not the file's fault: its own message
         try:
             config = UNetConfig.from_dict(data["config"])
             seg = cls(config, device, data.get("class_names"))

@@ -22,7 +22,26 @@ from .postprocess import InstanceParams
 from .segmenter import channel_mismatch, model_ndim
 
 
-def training_data(items: Sequence[tuple[Planes, object]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _read_plane(planes: Planes, index, which: str) -> np.ndarray:
+    """One painted plane as float32, refusing what training cannot use, named after its image.
+
+    Lazily opened files are decoded here for the first time, so a damaged
+    strip or tile surfaces here, before training starts, as a one-line error.
+    """
+    try:
+        image = np.asarray(planes.image(index), dtype=np.float32)
+    except (UserInputError, MemoryError):
+        raise
+    except Exception as exc:  # tifffile, imagecodecs and zarr raise many types for damaged data
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserInputError(f"cannot read {which} (damaged or truncated file? {reason})") from exc
+    if not np.all(np.isfinite(image)):
+        where = f" (plane {', '.join(str(i) for i in index)})" if index else ""
+        raise UserInputError(f"{which} contains NaN or infinite pixel values{where}")
+    return image
+
+
+def training_data(items: Sequence[tuple[Planes, object]], names: Sequence[str] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The painted planes (or volumes) of several images, ready for :meth:`Segmenter.train`.
 
     Parameters
@@ -30,6 +49,9 @@ def training_data(items: Sequence[tuple[Planes, object]]) -> tuple[list[np.ndarr
     items : sequence of (Planes, array-like)
         Each image's planes and its annotations, of the image's label shape
         (its shape without the C axis): 0 unlabeled, 1 background, 2.. classes.
+    names : sequence of str, optional
+        What to call each image in messages (e.g. its file); by default
+        "the image" or "image N".
 
     Returns
     -------
@@ -42,13 +64,14 @@ def training_data(items: Sequence[tuple[Planes, object]]) -> tuple[list[np.ndarr
     ------
     UserInputError
         When annotations do not have their image's label shape, images
-        differ in channels or spatial dimensions, or nothing is painted.
+        differ in channels or spatial dimensions, a painted plane cannot be
+        read or holds NaN pixels, or nothing is painted.
     """
     images: list[np.ndarray] = []
     annotations: list[np.ndarray] = []
     first: Planes | None = None
     for n, (planes, ann) in enumerate(items, start=1):
-        which = f"image {n}" if len(items) > 1 else "the image"
+        which = repr(str(names[n - 1])) if names else f"image {n}" if len(items) > 1 else "the image"
         if tuple(ann.shape) != planes.label_shape:
             raise UserInputError(
                 f"annotations of shape {tuple(ann.shape)} do not match {which}'s shape without channels "
@@ -67,7 +90,7 @@ def training_data(items: Sequence[tuple[Planes, object]]) -> tuple[list[np.ndarr
             # Annotation layers are in memory (napari paints numpy); read the plane's strokes only.
             plane_ann = np.asarray(ann[planes.label_index(index)])
             if plane_ann.any():
-                images.append(np.asarray(planes.image(index), dtype=np.float32))
+                images.append(_read_plane(planes, index, which))
                 annotations.append(plane_ann)
     if not images:
         raise UserInputError("no annotations: paint background (label 1) and at least one object class (label 2) first")

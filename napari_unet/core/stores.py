@@ -10,15 +10,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from .atomic import AtomicGroup, atomic_group
 from .errors import UserInputError
 
 ZARR_SUFFIXES = (".zarr",)
@@ -42,29 +41,10 @@ def default_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     return lead + tuple(max(1, min(int(s), 1024)) for s in shape[-2:])
 
 
-def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
-def _move_into_place(tmp: Path, path: Path) -> None:
-    """Rename ``tmp`` onto ``path``, replacing a previous file or zarr folder."""
-    if path.is_dir() and not path.is_symlink():
-        # os.replace cannot replace a non-empty folder: move the old one
-        # aside first, so ``path`` is never a mix of old and new.
-        old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-        os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            os.replace(old, path)
-            raise
-        _remove(old)
-    else:
-        os.replace(tmp, path)
+def scratch_zarr(path: str | os.PathLike, shape, dtype):
+    """A zarr array of zeros for intermediate data, written in place (no temporary name, no fsync)."""
+    shape = tuple(int(s) for s in shape)
+    return _create_zarr(Path(path), shape, dtype, default_chunks(shape))
 
 
 def _create_zarr(path: Path, shape, dtype, chunks):
@@ -80,11 +60,30 @@ def _create_tiff(path: Path, shape, dtype, axes: str | None):
     big = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize > _BIGTIFF_BYTES
     metadata = {"axes": axes} if axes else {}
     # Uncompressed and contiguous: the only layout tifffile can memory-map.
-    return tifffile.memmap(str(path), shape=shape, dtype=dtype, bigtiff=big, photometric="minisblack", metadata=metadata)
+    array = tifffile.memmap(str(path), shape=shape, dtype=dtype, bigtiff=big, photometric="minisblack", metadata=metadata)
+    _reserve(path)
+    return array
+
+
+def _reserve(path: Path) -> None:
+    """Allocate a memory-mapped file's blocks now: a full disk is then an OSError here,
+    not a SIGBUS that kills the process when a page is first written."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
-def open_output(path: str | os.PathLike, shape, dtype, chunks=None, axes: str | None = None) -> Iterator[object]:
+def open_output(
+    path: str | os.PathLike, shape, dtype, chunks=None, axes: str | None = None, group: AtomicGroup | None = None, durable: bool = True
+) -> Iterator[object]:
     """A writable on-disk array, moved to ``path`` only when the block succeeds.
 
     Parameters
@@ -100,6 +99,11 @@ def open_output(path: str | os.PathLike, shape, dtype, chunks=None, axes: str | 
         zarr chunks (default :func:`default_chunks`); ignored for TIFF.
     axes : str, optional
         Axis letters (e.g. ``"ZYX"``) recorded in the TIFF's metadata.
+    group : AtomicGroup, optional
+        Several outputs of one operation: this one is moved into place with
+        the others when the group commits
+        (:func:`~napari_unet.core.atomic.atomic_group`), not when this block
+        ends. By default it is a group of its own.
 
     Yields
     ------
@@ -109,41 +113,32 @@ def open_output(path: str | os.PathLike, shape, dtype, chunks=None, axes: str | 
     Raises
     ------
     UserInputError
-        For an unknown extension or a missing folder.
+        For an unknown extension, a missing folder, or an output that
+        cannot be written there (:class:`~napari_unet.core.atomic.OutputError`).
 
     Notes
     -----
     The data lives under a hidden temporary name in the destination folder
     while it is written; on success it is renamed onto ``path`` (replacing
-    any previous result), on any exception it is deleted.
+    any previous result, a zarr store too, never writing inside it), on any
+    exception it is deleted and the previous result is kept.
     """
     path = Path(path)
     kind = _kind(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise UserInputError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
     shape = tuple(int(s) for s in shape)
-    # The temporary lives in the destination folder so the final rename
-    # stays on one filesystem (atomic).
-    if kind == "zarr":
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp.zarr", dir=folder))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=folder)
-        os.close(fd)
-        tmp = Path(name)
-    try:
+    with contextlib.ExitStack() as stack:
+        if group is None:
+            group = stack.enter_context(atomic_group(durable))
         if kind == "zarr":
+            tmp = group.new_dir(path)
             array = _create_zarr(tmp, shape, dtype, tuple(chunks) if chunks else default_chunks(shape))
         else:
+            tmp = group.new_file(path)
             array = _create_tiff(tmp, shape, dtype, axes)
         yield array
         if kind == "tiff":
             array.flush()
         del array
-        _move_into_place(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 def open_lazy(path: str | os.PathLike):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .atomic import atomic_path
+from .atomic import AtomicGroup, atomic_path
 from .axes import axes_from_tiff, normalize_axes
 from .errors import UserInputError
 
@@ -177,7 +177,7 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     return labels
 
 
-def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
+def write_labels(path: str | os.PathLike, labels: np.ndarray, group: AtomicGroup | None = None) -> Path:
     """Write integer labels atomically as the smallest fitting unsigned type.
 
     Parameters
@@ -186,6 +186,9 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
         Destination ``.tif`` file; replaced only once fully written.
     labels : numpy.ndarray
         Non-negative integer labels of any shape.
+    group : AtomicGroup, optional
+        Write as one of several outputs moved into place together
+        (see :func:`write_tiff`).
 
     Returns
     -------
@@ -198,15 +201,28 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
     if labels.size and labels.min() < 0:
         raise UserInputError("labels must be non-negative to be written as TIFF")
     dtype = smallest_uint_dtype(int(labels.max()) if labels.size else 0)
-    return write_tiff(path, labels.astype(dtype, copy=False))
+    return write_tiff(path, labels.astype(dtype, copy=False), group)
 
 
-def write_tiff(path: str | os.PathLike, data: np.ndarray) -> Path:
-    """Write an array as a zlib-compressed TIFF, atomically."""
+def write_tiff(path: str | os.PathLike, data: np.ndarray, group: AtomicGroup | None = None) -> Path:
+    """Write an array as a zlib-compressed TIFF, atomically.
+
+    With ``group`` (:func:`~napari_unet.core.atomic.atomic_group`) the file
+    is written to its temporary name now and moved onto ``path`` when the
+    group commits, together with the group's other outputs; without, it
+    replaces ``path`` before this returns.
+    """
     path = Path(path)
+    if group is not None:
+        _imwrite(group.new_file(path), data)
+        return path
     with atomic_path(path) as tmp:
-        # bigtiff only when needed keeps files readable by older readers.
-        # minisblack: a 3-plane label stack or 3-class probability array is
-        # not an RGB picture (tifffile's guess), and must read back as planes.
-        tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack", bigtiff=data.nbytes > 2**32 - 2**25)
+        _imwrite(tmp, data)
     return path
+
+
+def _imwrite(path: Path, data: np.ndarray) -> None:
+    # bigtiff only when needed keeps files readable by older readers.
+    # minisblack: a 3-plane label stack or 3-class probability array is
+    # not an RGB picture (tifffile's guess), and must read back as planes.
+    tifffile.imwrite(path, data, compression="zlib", photometric="minisblack", bigtiff=data.nbytes > 2**32 - 2**25)
