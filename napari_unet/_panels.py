@@ -33,6 +33,14 @@ from ._progress_bar import ProgressBar
 CURRENT_PLANE, WHOLE_STACK = "current plane", "whole stack"
 
 
+def _checkbox(text: str, tooltip: str, checked: bool = True) -> QCheckBox:
+    """A checkbox with its tooltip, checked by default."""
+    box = QCheckBox(text)
+    box.setChecked(checked)
+    box.setToolTip(tooltip)
+    return box
+
+
 def _row(*widgets: QWidget, stretch_first: bool = False) -> QHBoxLayout:
     row = QHBoxLayout()
     for i, widget in enumerate(widgets):
@@ -71,11 +79,9 @@ class DataPanel(QGroupBox):
         )
         hint.setTextFormat(Qt.TextFormat.RichText)
         form.addRow(hint)
-        self.train_all = QCheckBox("Train on all annotated images")
-        self.train_all.setChecked(True)
-        self.train_all.setToolTip(
-            "Also train on every other image layer with its own painted annotations layer "
-            "(made with New, or named '<image> annotations')."
+        self.train_all = _checkbox(
+            "Train on all annotated images",
+            "Also train on every other image layer with its own painted annotations layer (made with New, or named '<image> annotations').",
         )
         form.addRow(self.train_all)
         self.training_status = QLabel("Training on: nothing painted yet")
@@ -186,11 +192,9 @@ class FilesPanel(QGroupBox):
         self.export_button = QPushButton("Export labels…")
         self.export_button.setToolTip("Save the image's predicted labels as a TIFF.")
         layout.addLayout(_row(self.export_which, self.export_button))
-        self.export_measurements = QCheckBox("with measurements (CSV)")
-        self.export_measurements.setChecked(True)
-        self.export_measurements.setToolTip(
-            "Exporting instances also writes <name>_objects.csv beside the TIFF: one row per object "
-            "(the instance layer's features table)."
+        self.export_measurements = _checkbox(
+            "with measurements (CSV)",
+            "Exporting instances also writes <name>_objects.csv beside the TIFF: one row per object (the instance layer's features table).",
         )
         layout.addWidget(self.export_measurements)
         self.bioimageio_button = QPushButton("Export to bioimage.io…")

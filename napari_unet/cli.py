@@ -508,7 +508,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .core.bioimage_io import export_model, sample_from_planes
     from .core.segmenter import model_ndim
 
-    _check_writable(args.output)
+    check_target(Path(args.output).expanduser())
     segmenter = load_segmenter(args.model, "cpu")
     sample = None
     if args.sample:

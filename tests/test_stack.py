@@ -22,7 +22,7 @@ def iou(a, b):
     return (a & b).sum() / max((a | b).sum(), 1)
 
 
-def predict(seg, planes, **kwargs):
+def predict(seg, planes, **kwargs):  # noqa: D103
     semantic = np.zeros(planes.label_shape, np.uint8)
     instances = np.zeros(planes.label_shape, np.uint32)
     reports = list(iter_predict_stack(seg, planes, semantic, instances, InstanceParams(), **kwargs))
@@ -77,7 +77,7 @@ def test_z_stack_instances_are_3d_objects_with_a_2d_model(stack_model):
     """ZYX predicted plane by plane: an object spanning planes is one id, touching ones stay apart."""
     plane = blobs_image(seed=0)[0]
     image = np.stack([plane] * 4)
-    semantic, instances, _ = predict(stack_model, Planes(image, "ZYX"))
+    semantic, instances, _ = predict(stack_model, Planes(image, "ZYX"), objects_3d=True)
     per_plane = [set(np.unique(instances[z])) - {0} for z in range(4)]
     assert per_plane[0] and all(ids == per_plane[0] for ids in per_plane)
     np.testing.assert_array_equal(instances[0], instances[3])

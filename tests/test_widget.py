@@ -339,7 +339,8 @@ def test_paint_train_predict_correct_export_loop(viewer_and_widget, qtbot, sampl
     # Export goes through the writer: smallest dtype, same values.
     import tifffile
 
-    [written] = widget.export_labels(tmp_path / "instances.tif", "instances")
+    written, csv = widget.export_labels(tmp_path / "instances.tif", "instances")
+    assert csv.endswith("instances_objects.csv")
     saved = tifffile.imread(written)
     assert saved.dtype == (np.uint8 if instances.data.max() < 256 else np.uint16)
     np.testing.assert_array_equal(saved, instances.data)

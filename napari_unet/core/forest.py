@@ -36,6 +36,9 @@ MAX_DEPTH = 10
 # thousand pixels still give trees with more than a handful of samples.
 SAMPLE_SHARE = 0.05
 MIN_SAMPLES = 2000
+# A leaf's threshold: every finite feature is below it, so the walk stays put.
+# Finite (not inf) because model files are checked for non-finite weights.
+LEAF_THRESHOLD = float(np.finfo(np.float32).max)
 
 
 def fit_forest(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int | None = 0, n_jobs: int | None = None, n_trees: int = N_TREES):
@@ -81,7 +84,7 @@ def fit_forest(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: i
 def pack_forest(clf, n_classes: int) -> dict[str, np.ndarray]:
     """Pack a fitted scikit-learn forest into fixed-size arrays.
 
-    Leaves become self-loops (threshold ``+inf``, both children the leaf
+    Leaves become self-loops (threshold :data:`LEAF_THRESHOLD`, both children the leaf
     itself), so every tree is walked for exactly ``MAX_DEPTH`` steps with no
     branching, which vectorises on any device.
 
@@ -97,7 +100,7 @@ def pack_forest(clf, n_classes: int) -> dict[str, np.ndarray]:
     depth = max(int(t.max_depth) for t in trees)
     t_count = len(trees)
     feature = np.zeros((t_count, nodes), dtype=np.int64)
-    threshold = np.full((t_count, nodes), np.inf, dtype=np.float32)
+    threshold = np.full((t_count, nodes), LEAF_THRESHOLD, dtype=np.float32)
     idx = np.arange(nodes, dtype=np.int64)
     left = np.tile(idx, (t_count, 1))
     right = left.copy()
@@ -107,7 +110,7 @@ def pack_forest(clf, n_classes: int) -> dict[str, np.ndarray]:
         m = tree.node_count
         inner = tree.children_left[:m] >= 0
         feature[i, :m] = np.where(inner, tree.feature[:m], 0)
-        threshold[i, :m] = np.where(inner, tree.threshold[:m], np.inf).astype(np.float32)
+        threshold[i, :m] = np.where(inner, tree.threshold[:m], LEAF_THRESHOLD).astype(np.float32)
         left[i, :m] = np.where(inner, tree.children_left[:m], np.arange(m))
         right[i, :m] = np.where(inner, tree.children_right[:m], np.arange(m))
         v = tree.value[:m, 0, :].astype(np.float64)

@@ -139,6 +139,7 @@ def iter_predict_stack(
     probabilities_out=None,
     tile: int | None = None,
     plane_done: Callable[[tuple, np.ndarray | None], None] | None = None,
+    objects_3d: bool = False,
 ) -> Generator[StackProgress, None, int]:
     """Predict planes (all by default) of an N-D image into label-shaped outputs.
 
@@ -168,6 +169,13 @@ def iter_predict_stack(
         until the next plane (never the whole stack's). For a whole Z stack
         predicted by a 2D model, the calls come after the 3D relabelling
         (so the ids are the 3D objects'), with ``probabilities=None``.
+    objects_3d : bool
+        For a whole Z stack and a 2D model: label the predicted planes again
+        as 3D objects (one id per object across planes). Off by default
+        here: the widget's features table and the CLI's per-plane
+        measurements expect one row per id and plane, which 3D objects of a
+        2D model do not give yet. :meth:`Segmenter.segment` (and the
+        accuracy suite) always make 3D objects of Z stacks.
 
     Yields
     ------
@@ -212,7 +220,7 @@ def iter_predict_stack(
                 offset = max(offset, int(np.max(np.asarray(instances_out[planes.label_index(index)]), initial=0)))
 
     total = len(todo)
-    relabel_3d = ndim == 2 and "Z" in planes.loop_axes and indices is None
+    relabel_3d = objects_3d and ndim == 2 and "Z" in planes.loop_axes and indices is None
     for done, index in enumerate(todo):
         label_key = planes.label_index(index)
         fixed = tuple(None if isinstance(k, slice) else k for k in label_key)
