@@ -138,25 +138,21 @@ def summarise(records: list[dict], budgets: tuple[float, ...]) -> tuple[list[dic
     for r in records:
         groups.setdefault((r["kind"], r["mode"]), []).append(r)
     lo, hi = budgets
-    rows, targets, wins = [], [], []
+    rows, targets = [], []
     for (kind, mode), recs in groups.items():
         metric = "min(P,R)" if recs[0]["task"] == "classes" else "F1@0.5"
         u_lo = [r[f"unet_{lo:g}s"]["headline"] for r in recs]
         u_hi = [r[f"unet_{hi:g}s"]["headline"] for r in recs]
         rf = [r["forest"]["headline"] for r in recs]
         ot = [r["otsu"]["headline"] for r in recs if r.get("otsu")]
-        iou_key = "iou"
-        u_iou = [r[f"unet_{hi:g}s"][iou_key] for r in recs]
-        rf_iou = [r["forest"][iou_key] for r in recs]
-        gap_lo = float(np.mean(np.subtract(u_lo, rf)))
+        u_iou = [r[f"unet_{hi:g}s"]["iou"] for r in recs]
+        rf_iou = [r["forest"]["iou"] for r in recs]
         gap_hi = float(np.mean(np.subtract(u_hi, rf)))
         rows.append([kind, mode, len(recs), metric, _spread(u_lo), _spread(u_hi), _spread(rf), _spread(ot) if ot else "-", f"{gap_hi:+.3f}", _spread(u_iou), _spread(rf_iou)])
         worst_lo = min(a - b for a, b in zip(u_lo, rf))
         targets.append(target(f"{kind}/{mode}: U-Net {lo:g} s >= forest (every seed)", ">= 0", round(worst_lo, 3), bool(worst_lo >= -1e-9)))
         goal_hi = all(a >= min(b + 0.05, 0.95) - 1e-9 for a, b in zip(u_hi, rf))
         targets.append(target(f"{kind}/{mode}: U-Net {hi:g} s >= forest + 0.05 or 0.95 (every seed)", "met on every seed", round(gap_hi, 3), goal_hi))
-        wins.append(gap_hi)
-        _ = gap_lo
     columns = ["kind", "strokes", "seeds", "metric", f"U-Net {lo:g} s", f"U-Net {hi:g} s", "random forest", "Otsu", f"U-Net {hi:g} s - forest", f"U-Net {hi:g} s IoU", "forest IoU"]
     tables = [table("Accuracy suite: mean (min-max) over seeds, scored where nothing was painted", columns, rows)]
     per_case = []

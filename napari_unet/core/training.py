@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import UserInputError
 from .autocontext import add_forest_inputs
+from .errors import UserInputError
 from .samples import IGNORE, PatchSampler, class_weights, prepare, validation_patches
 
 
