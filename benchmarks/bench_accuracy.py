@@ -84,10 +84,12 @@ def run_unet(case: Case, mode: str, budget: float, seed: int, steps_per_second: 
     ann = case.annotations[mode]
     image = _model_image(case)
     seg = Segmenter(device="cpu")
+    # "whole": the sparse strokes, with the user saying objects were painted whole.
+    whole = mode == "whole"
     if steps_per_second:
-        config = TrainConfig(steps=max(1, round(steps_per_second * budget)), seed=seed)
+        config = TrainConfig(steps=max(1, round(steps_per_second * budget)), seed=seed, whole_objects=whole)
     else:
-        config = TrainConfig(steps=None, max_time=budget, seed=seed)
+        config = TrainConfig(steps=None, max_time=budget, seed=seed, whole_objects=whole)
     t0 = time.perf_counter()
     if case.axes == "ZYX":
         # The default for a Z stack: a 3D model on the whole volume.
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--kinds", default=None, help=f"comma-separated subset of {','.join(KINDS)} (default all; {QUICK_KINDS} with --quick)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--modes", default="full,sparse", help="annotation modes (full,sparse)")
+    parser.add_argument("--modes", default="full,sparse,whole", help="annotation modes (full,sparse,whole: sparse strokes declared as whole objects)")
     parser.add_argument("--steps-per-second", type=float, default=None, help="step budgets instead of wall time (repeatable under load)")
     args = parser.parse_args(argv)
     machine = start(NAME, args)

@@ -6,7 +6,8 @@ brightness spread, clustering, blur, noise and background all vary from
 case to case. Each case is one image (or volume) with its truth and two
 annotations: ``full`` (a region fully painted) and ``sparse`` (a few strokes:
 lines through background, partial strokes inside objects, a few whole
-objects). Scores are taken where nothing was painted (:attr:`Case.score_mask`).
+objects). Nuclei also have ``whole``: the sparse strokes, trained with
+``TrainConfig.whole_objects`` (the user says objects are painted whole). Scores are taken where nothing was painted (:attr:`Case.score_mask`).
 
 Kinds:
 
@@ -240,7 +241,8 @@ def nuclei_case(seed: int, shape: tuple[int, int] = (384, 384)) -> Case:
     full = _left_third(truth, (truth > 0).astype(np.uint8) * 2)
     region = (slice(0, shape[0]), slice(0, shape[1] // 3))
     sparse = _person_strokes(rng, truth, region, n_whole=max(3, min(12, int(truth[region].max() > 0) * 12)))
-    return Case("nuclei", seed, image, truth, {"full": full, "sparse": sparse}, info={"radius": round(radius, 1), "objects": int(truth.max())})
+    # "whole": the same strokes, declared as painted whole (TrainConfig.whole_objects).
+    return Case("nuclei", seed, image, truth, {"full": full, "sparse": sparse, "whole": sparse}, info={"radius": round(radius, 1), "objects": int(truth.max())})
 
 
 def _texture(rng: np.random.Generator, shape: tuple[int, int], kind: int) -> np.ndarray:

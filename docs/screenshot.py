@@ -5,9 +5,14 @@ from its strokes, train (for real, through the widget's worker), predict,
 then grab the whole napari window. ``--stack`` does the same on a stack of
 six synthetic images with strokes on planes 0 and 3 only, predicts the whole
 stack and shows plane 2, which has no strokes (``docs/screenshot_stack.png``).
+``--em`` uses real data the project was never tuned on: five serial ISBI
+2012 EM sections (``../shared/data/isbi2012-em``) as a Z stack with a few
+sparse strokes on the first section only, the default 3D U-Net, the whole
+stack predicted, shown at section 3 (``docs/screenshot_em.png``).
 
     xvfb-run -a python docs/screenshot.py          # no display (CI, servers)
     xvfb-run -a python docs/screenshot.py --stack
+    xvfb-run -a python docs/screenshot.py --em
     python docs/screenshot.py --steps 120          # with a display
 
 Takes about a minute on 2 CPU cores.
@@ -73,16 +78,40 @@ def _open_stack(viewer, widget):
         strokes[plane] = samples[plane].annotations
     annotations.data = strokes
     widget.predict_scope.setCurrentText(WHOLE_STACK)
+    # Six separate images, not a volume: the 2D model, plane by plane (Z stacks default to 3D).
+    widget.advanced.model_3d.setChecked(False)
+    return annotations
+
+
+def _open_em(viewer, widget):
+    """Five serial EM sections as a ZYX stack, sparse strokes on the first, the default (3D) model."""
+    import numpy as np
+
+    sys.path.insert(0, str(HERE.parent))
+    from benchmarks._common import load_em
+    from benchmarks.strokes import sparse_strokes
+    from napari_unet._panels import WHOLE_STACK
+
+    images, labels = load_em()
+    viewer.add_image(images[:5], name="EM sections", metadata={"axes": "ZYX"})
+    widget.image_combo.setCurrentText("EM sections")
+    annotations = widget.new_annotations()
+    strokes = np.zeros(annotations.data.shape, annotations.data.dtype)
+    strokes[0] = sparse_strokes(labels[0] > 0, seed=0)
+    annotations.data = strokes
+    widget.predict_scope.setCurrentText(WHOLE_STACK)
     return annotations
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
-    parser.add_argument("--stack", action="store_true", help="a ZYX stack painted on two planes, whole-stack prediction")
-    parser.add_argument("--out", type=Path, default=None, help="PNG to write (default docs/screenshot.png or docs/screenshot_stack.png)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--stack", action="store_true", help="a ZYX stack painted on two planes, whole-stack prediction")
+    which.add_argument("--em", action="store_true", help="five real EM sections (../shared/data), strokes on the first, 3D model")
+    parser.add_argument("--out", type=Path, default=None, help="PNG to write (default docs/screenshot.png, _stack.png or _em.png)")
     args = parser.parse_args(argv)
-    args.out = args.out or HERE / ("screenshot_stack.png" if args.stack else "screenshot.png")
+    args.out = args.out or HERE / ("screenshot_stack.png" if args.stack else "screenshot_em.png" if args.em else "screenshot.png")
 
     import napari
     from qtpy.QtWidgets import QApplication
@@ -95,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.stack:
         annotations = _open_stack(viewer, widget)
+    elif args.em:
+        annotations = _open_em(viewer, widget)
     else:
         annotations = _open_sample(viewer, widget)
 
@@ -111,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(25):  # let napari lay out the window at its final size
         app.processEvents()
         time.sleep(0.02)
-    if args.stack:
-        viewer.dims.set_current_step(0, 2)  # a plane without strokes
+    if args.stack or args.em:
+        viewer.dims.set_current_step(0, 3 if args.em else 2)  # a plane without strokes
     viewer.reset_view()  # fit the image to the canvas as laid out
     for _ in range(25):
         app.processEvents()

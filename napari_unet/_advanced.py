@@ -91,6 +91,15 @@ class AdvancedSettings(QWidget):
         budget.addWidget(self.budget_unit)
         form.addRow("Budget", budget)
 
+        self.whole_objects = QCheckBox("Objects are painted whole")
+        self.whole_objects.setChecked(TrainConfig.whole_objects)
+        self.whole_objects.setToolTip(
+            "Tick when you paint objects whole, up to their outline, and background only away from them: "
+            "the pixels right around each painted object are then taken as background, so the model learns "
+            "where objects end. Leave unticked when you paint inside objects (cores, scribbles)."
+        )
+        form.addRow(self.whole_objects)
+
         self.live_preview = QCheckBox("Live preview while training")
         self.live_preview.setToolTip("Every few seconds, predict the image with the current weights (slows CPU training a little).")
         form.addRow(self.live_preview)
@@ -105,9 +114,13 @@ class AdvancedSettings(QWidget):
 
         self.model_3d = QCheckBox("3D U-Net (volumes)")
         self.model_3d.setToolTip(
-            "Train and predict whole Z volumes with a 3D U-Net (needs an image with a Z axis). "
+            "Train and predict whole Z volumes with a 3D U-Net (images with a Z axis; on by default there). "
+            "Off: a 2D U-Net applied plane by plane, whose objects are still joined across planes. "
             "Applies to a fresh model: press Reset model."
         )
+        # Checked, and enabled only for images with a Z axis: Z stacks get a 3D
+        # model unless the user says otherwise (as the command line does).
+        self.model_3d.setChecked(True)
         self.model_3d.setEnabled(False)
         form.addRow(self.model_3d)
 
@@ -172,4 +185,5 @@ class AdvancedSettings(QWidget):
             batch_size=self.batch_size.value(),
             learning_rate=self.learning_rate.value() or None,
             seed=seed,
+            whole_objects=self.whole_objects.isChecked(),
         )

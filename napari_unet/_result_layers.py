@@ -220,16 +220,29 @@ def set_plane_features(layer: Any, table: dict, plane: dict | None) -> None:
         The stack position of a single plane measured (e.g. ``{"t": 3}``):
         that plane's rows are replaced and the other planes' kept. ``None``
         or ``{}`` (a whole stack, or an image of one plane) replaces all rows.
+        When the rows are 3D objects of a Z stack (no ``z`` column), a new
+        plane ``{"z": k}`` replaces the objects that lay in that plane
+        alone; objects reaching other planes keep their rows as measured
+        (predict the whole stack again to measure them anew).
     """
     import pandas as pd
 
     new = pd.DataFrame({"index": np.asarray(table.get("label", []), np.int64), **table})
     old = layer.features
-    if plane and len(old) and all(k in old.columns for k in plane):
-        same = np.ones(len(old), bool)
-        for axis, position in plane.items():
-            same &= old[axis].to_numpy() == position
-        new = pd.concat([old[~same], new], ignore_index=True).sort_values("index", kind="stable")
+    if plane and len(old):
+        same = None
+        if all(k in old.columns for k in plane):
+            same = np.ones(len(old), bool)
+            for axis, position in plane.items():
+                same &= old[axis].to_numpy() == position
+        elif "z" in plane and {"bbox_z0", "bbox_z1"} <= set(old.columns):
+            z = plane["z"]
+            same = (old["bbox_z0"].to_numpy() == z) & (old["bbox_z1"].to_numpy() == z + 1)
+            for axis, position in plane.items():
+                if axis != "z" and axis in old.columns:
+                    same &= old[axis].to_numpy() == position
+        if same is not None:
+            new = pd.concat([old[~same], new], ignore_index=True).sort_values("index", kind="stable")
     layer.features = new.reset_index(drop=True)
 
 

@@ -77,7 +77,7 @@ def test_3d_model_refuses_2d_input_and_configs_differ_by_ndim():
         model(torch.zeros(1, 1, 16, 16))
     cpu3 = default_config(CPU, ndim=3)
     assert cpu3.ndim == 3 and cpu3.width <= 16 and cpu3.depth == 3
-    assert default_config(CPU) == UNetConfig(1, 2, 3, 16, 5, forest=1, channel_norm=0)  # 2D: sigma 1-16, forest
+    assert default_config(CPU) == UNetConfig(1, 2, 3, 16, 5, forest=1, channel_norm=0, feature_norm=1)  # 2D: sigma 1-16, forest
     assert default_config(torch.device("cuda"), 2, 3, ndim=3).ndim == 3
     with pytest.raises(ValueError):
         default_config(CPU, ndim=4)

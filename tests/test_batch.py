@@ -104,8 +104,10 @@ def test_folder_prediction_writes_one_output_per_input(folder, model_path, tmp_p
     c = read(out / f"c_semantic.{fmt}")
     np.testing.assert_array_equal(c[0], read(out / f"a_semantic.{fmt}"))
     np.testing.assert_array_equal(c[1], read(out / f"b_semantic.{fmt}"))
+    # A guessed ZYX stack: its objects are 3D (one id where a disc continues into the next plane).
     ci = read(out / f"c_instances.{fmt}")
-    assert not (set(np.unique(ci[0])) - {0}) & (set(np.unique(ci[1])) - {0})  # ids unique across planes
+    both = (ci[0] > 0) & (ci[1] > 0)
+    assert both.any() and np.mean(ci[0][both] == ci[1][both]) > 0.9
 
 
 def test_glob_and_files_into_a_folder_without_instances(folder, model_path, tmp_path, capsys):

@@ -35,7 +35,7 @@ def _run(args: list[str], env: dict | None = None, timeout: int = 300) -> subpro
 def quick_run(tmp_path_factory):
     """Run ``python -m benchmarks --quick`` once (1 torch thread: fast even on a busy machine)."""
     out = tmp_path_factory.mktemp("bench")
-    proc = _run(["-m", "benchmarks", "--quick", "--threads", "1", "--only", "accuracy,speed,memory", "--out", str(out)])
+    proc = _run(["-m", "benchmarks", "--quick", "--threads", "1", "--only", "accuracy,split,speed,memory", "--out", str(out)])
     return out, proc
 
 
@@ -86,7 +86,8 @@ def test_accuracy_quick(quick_run):
     """The suite ran generated kinds beside the forest and Otsu, both budgets, every score in range."""
     data = _load(quick_run, "accuracy")
     records = data["records"]
-    assert {(r["kind"], r["mode"]) for r in records} == {(k, m) for k in ("nuclei", "rgb") for m in ("full", "sparse")}
+    expected = {(k, m) for k in ("nuclei", "rgb") for m in ("full", "sparse")} | {("nuclei", "whole")}
+    assert {(r["kind"], r["mode"]) for r in records} == expected
     assert data["budgets_s"] == [2.0, 4.0]
     for r in records:
         for key in ("forest", "unet_2s", "unet_4s"):
@@ -106,6 +107,19 @@ def test_report_from_quick_results(quick_run):
     assert (out / "speed_throughput.png").is_file() and (out / "memory_vs_size.png").is_file()
     assert (out / "accuracy_suite.png").is_file() and "## Accuracy suite" in report
     assert "random forest" in report and "nuclei" in report and "rgb" in report
+
+
+@pytest.mark.slow  # the shared quick run takes 40-60 s
+def test_split_quick(quick_run):
+    """The split benchmark scores all three splits on the generated kinds' true masks."""
+    data = _load(quick_run, "split")
+    summary = data["tables"][0]
+    assert summary["columns"][2:] == ["connected components", "standard watershed", "napari-unet split"]
+    assert {row[0] for row in summary["rows"]} == {"nuclei", "membranes", "stack"}
+    assert all(0.0 <= v <= 1.0 for row in summary["rows"] for v in row[2:])
+    assert isinstance(data["targets"][0]["met"], bool)
+    out, _ = quick_run
+    assert "## Instance split on true masks" in (out / "benchmarks.md").read_text()
 
 
 def test_accuracy_says_when_real_data_is_absent(tmp_path):

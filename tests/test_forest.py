@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.ensemble import RandomForestClassifier
 
-from napari_unet.core.autocontext import _folds, add_forest_inputs
+from napari_unet.core.autocontext import _folds, add_forest_inputs, image_features
 from napari_unet.core.forest import Forest, fit_forest, pack_forest
 from napari_unet.core.model import UNet, UNetConfig, default_config
 
@@ -69,7 +69,8 @@ def test_painted_pixels_get_out_of_fold_forest_inputs():
     target = np.full((96, 96), -1, np.int16)
     target[:, :64] = rng.integers(0, 2, size=(96, 64))  # random labels
     model = UNet(default_config(torch.device("cpu"), 1, 2))
-    out = add_forest_inputs(model, [image], [target], torch.device("cpu"), seed=0)[0]
+    feats = [image_features(model, image, torch.device("cpu"))]
+    out = add_forest_inputs(model, [image], feats, [target], torch.device("cpu"), seed=0)[0]
     assert out.shape == (3, 96, 96) and np.allclose(out[0], image[0])
     painted = target >= 0
     pred = out[2][painted] > 0.5

@@ -113,3 +113,25 @@ def test_stack_measurements_per_plane_from_the_stack_predictor():
     assert table["area_px"].tolist() == [64 * 64, 64 * 64]
     assert table["area_scaled"].tolist() == [64 * 64 * 0.25] * 2
     assert 0 < table["mean_probability"].min() <= table["mean_probability"].max() <= 1
+
+
+def test_rows_of_a_3d_object_measured_plane_by_plane_merge_into_one():
+    """A 2D model's Z stack holds 3D objects: one row each, with volume, 3D centroid and box."""
+    from napari_unet.core.measure import merge_planes
+
+    instances = np.zeros((3, 20, 20), np.uint32)
+    instances[0, 2:6, 2:6] = 1  # 16 px
+    instances[1, 2:10, 2:6] = 1  # 32 px
+    instances[2, 10:12, 10:12] = 2  # another object, 4 px
+    semantic = (instances > 0).astype(np.uint8)
+    image = instances.astype(np.float32) * 10
+    rows = concat_tables([measure_objects(instances[z], semantic[z], image[z], ["bg", "nucleus"], plane={"t": 5, "z": z}) for z in range(3)])
+    merged = merge_planes(rows, z_spacing=2.0, keep=("t",))
+    whole = measure_objects(instances, semantic, image, ["bg", "nucleus"])  # the volume measured at once
+    assert merged["label"].tolist() == [1, 2] and merged["t"].tolist() == [5, 5]
+    assert merged["volume_px"].tolist() == whole["volume_px"].tolist() == [48, 4]
+    for key in ("centroid_z", "centroid_y", "centroid_x", "mean_intensity"):
+        np.testing.assert_allclose(merged[key], whole[key])
+    for key in ("bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1", "bbox_y1", "bbox_x1"):
+        assert merged[key].tolist() == whole[key].tolist(), key
+    assert "z" not in merged and "area_px" not in merged

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -82,3 +83,33 @@ def test_prediction_of_a_region_does_not_depend_on_far_away_pixels():
     with torch.no_grad():
         a, b = model(x), model(y)
     assert torch.allclose(a[..., :16, :], b[..., :16, :], atol=1e-5)
+
+
+def test_feature_statistics_are_measured_once_and_kept():
+    """A fresh model standardises its filter features by its first images' statistics, then keeps them."""
+    import torch
+
+    from napari_unet.core.model import UNet, default_config
+    from napari_unet.core.training import TrainConfig, train_model
+
+    from tests.conftest import blobs_image
+
+    image, _, ann = blobs_image((64, 64))
+    model = UNet(default_config(torch.device("cpu")))
+    assert model.config.feature_norm == 1 and model.needs_feature_stats
+    target = ann.astype(np.int16) - 1
+    list(train_model(model, [image[None]], [target], TrainConfig(steps=1, seed=0), torch.device("cpu")))
+    feats = model.features(torch.as_tensor(image[None, None]))[0]
+    np.testing.assert_allclose(model.feature_mean.numpy(), feats.mean(dim=(1, 2)).numpy(), rtol=1e-4, atol=1e-5)
+    assert not model.needs_feature_stats
+    kept = model.feature_mean.clone()
+    list(train_model(model, [image[None] * 2], [target], TrainConfig(steps=1, seed=0), torch.device("cpu")))
+    assert torch.equal(model.feature_mean, kept)  # resuming does not change what the weights were trained on
+
+
+def test_model_files_without_feature_norm_load_as_before():
+    from napari_unet.core.model import UNet, UNetConfig
+
+    old = UNetConfig.from_dict({"in_channels": 1, "n_classes": 2, "depth": 2, "width": 4, "filter_scales": 1, "forest": 1, "channel_norm": 0})
+    assert old.feature_norm == 0
+    assert "feature_mean" not in UNet(old).state_dict()

@@ -77,7 +77,7 @@ def test_z_stack_instances_are_3d_objects_with_a_2d_model(stack_model):
     """ZYX predicted plane by plane: an object spanning planes is one id, touching ones stay apart."""
     plane = blobs_image(seed=0)[0]
     image = np.stack([plane] * 4)
-    semantic, instances, _ = predict(stack_model, Planes(image, "ZYX"), objects_3d=True)
+    semantic, instances, _ = predict(stack_model, Planes(image, "ZYX"))  # the axes decide: 3D objects
     per_plane = [set(np.unique(instances[z])) - {0} for z in range(4)]
     assert per_plane[0] and all(ids == per_plane[0] for ids in per_plane)
     np.testing.assert_array_equal(instances[0], instances[3])
@@ -86,6 +86,8 @@ def test_z_stack_instances_are_3d_objects_with_a_2d_model(stack_model):
     assert len(np.unique(inst)) == len(np.unique(instances))
     _, frames = stack_model.segment(image, axes="TYX")
     assert len(np.unique(frames)) - 1 == 4 * (len(np.unique(inst)) - 1)
+    _, flat, _ = predict(stack_model, Planes(image, "ZYX"), objects_3d=False)  # asked for: ids per plane
+    np.testing.assert_array_equal(flat, frames)
 
 
 def test_repredicting_one_plane_keeps_ids_unique(stack, stack_model):

@@ -101,6 +101,19 @@ def test_seed_makes_cpu_runs_repeatable(blobs):
     assert losses[0] == losses[1]
 
 
+@pytest.mark.parametrize("whole_objects", [False, True])
+def test_same_strokes_seed_and_steps_give_the_same_labels(blobs, whole_objects):
+    """The engine's defaults (forest, standardised features, optional implied background) repeat exactly on the CPU."""
+    image, _, ann = blobs
+    labels = []
+    for _ in range(2):
+        seg = Segmenter(device="cpu")
+        seg.fit(image, ann, TrainConfig(steps=3, seed=1, patch_size=32, batch_size=2, whole_objects=whole_objects))
+        labels.append(seg.segment(image))
+    for a, b in zip(*labels):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_fine_tuning_continues_from_current_weights(blobs):
     image, _, ann = blobs
     seg = _small_segmenter()

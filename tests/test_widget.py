@@ -98,7 +98,9 @@ def dense_strokes(sample, dim_as_background: bool = True) -> np.ndarray:
     return strokes
 
 
-def fast_settings(widget, steps: int, seed: int = 0) -> None:
+def fast_settings(widget, steps: int, seed: int = 0, model_3d: bool = False) -> None:
+    # Z stacks get a 3D U-Net by default; most tests check the 2D model plane by plane (faster).
+    widget.advanced.model_3d.setChecked(model_3d)
     widget.advanced.patch_size.setValue(PATCH)
     widget.advanced.batch_size.setValue(BATCH)
     widget.advanced.budget_unit.setCurrentText("steps")
@@ -512,16 +514,20 @@ def test_stack_annotated_on_two_planes_trains_and_predicts_every_plane(viewer_an
     annotations.data[2] = strokes[2]
     painted = annotations.data.copy()
     widget._update_training_status()
-    assert widget.training_status.text() == "Training on: 1 image, 2 painted planes"
     assert widget.predict_scope.isEnabled() and widget.advanced.model_3d.isEnabled()
+    assert widget.advanced.spatial_ndim() == 3  # a Z stack gets a 3D U-Net unless told otherwise
+    assert widget.training_status.text() == "Training on: 1 image, 1 painted volume"
 
-    fast_settings(widget, steps=STACK_STEPS)
+    fast_settings(widget, steps=STACK_STEPS)  # here: the 2D model, plane by plane
+    widget._update_training_status()
+    assert widget.training_status.text() == "Training on: 1 image, 2 painted planes"
     widget.auto_predict.setChecked(False)
     train_and_wait(qtbot, widget)
     assert not errors(notes)
     assert widget.training_set.sources == [("stack", 2)]
 
-    # The whole stack: every plane, painted or not, gets objects, with ids unique across planes.
+    # The whole stack: every plane, painted or not, gets objects; a Z stack's are 3D objects
+    # (one id across the planes an object spans), measured once each.
     widget.predict_scope.setCurrentText("whole stack")
     wait_prediction(qtbot, widget, widget.predict)
     semantic, instances = viewer.layers["stack semantic"], viewer.layers["stack instances"]
@@ -532,7 +538,10 @@ def test_stack_annotated_on_two_planes_trains_and_predicts_every_plane(viewer_an
         iou = foreground_iou(semantic.data[z], truth[z] > 0)
         assert iou > 0.5, f"plane {z}: foreground IoU {iou:.2f}"
     ids = [set(np.unique(instances.data[z])) - {0} for z in range(4)]
-    assert all(not ids[a] & ids[b] for a in range(4) for b in range(a + 1, 4))
+    assert any(ids[z] & ids[z + 1] for z in range(3))  # discs overlapping in Z are one object
+    every = set().union(*ids)
+    assert sorted(instances.features["label"]) == sorted(every)  # one row per 3D object
+    assert "volume_px" in instances.features.columns
     np.testing.assert_array_equal(annotations.data, painted)
 
     # Predict again during a whole-stack prediction cancels it; the layers are left as they were.
@@ -613,11 +622,11 @@ def test_two_images_with_their_own_annotations_train_together(viewer_and_widget,
     viewer.add_labels(np.zeros((16, 16), np.uint8), name="unpainted annotations")
     widget.image_combo.setCurrentText("b")
     assert widget.annotations_combo.currentText() == "b annotations"
+    fast_settings(widget, steps=5)  # the 2D model: image a has no Z axis to join a 3D one
     widget._update_training_status()
     assert widget.train_all.isChecked() and widget.train_all.isEnabled()
     assert widget.training_status.text() == "Training on: 2 images, 2 painted planes"
 
-    fast_settings(widget, steps=5)
     widget.auto_predict.setChecked(False)
     train_and_wait(qtbot, widget)
     assert not errors(notes)
@@ -750,7 +759,7 @@ def test_3d_unet_option_trains_on_volumes(viewer_and_widget, qtbot, notes) -> No
     annotations.data[2:6] = strokes[2:6]
     widget._update_training_status()
     assert widget.training_status.text() == "Training on: 1 image, 1 painted volume"
-    fast_settings(widget, steps=3)
+    fast_settings(widget, steps=3, model_3d=True)
     widget.advanced.patch_size.setValue(32)
     widget.advanced.batch_size.setValue(2)
     predictions = predictions_of(widget)
@@ -843,7 +852,7 @@ def test_prediction_fills_the_features_table_export_writes_it_and_bioimageio(vie
     assert widget.files_panel.bioimageio_button.isEnabled()
 
 
-def test_stack_features_are_per_plane(viewer_and_widget, qtbot, notes) -> None:
+def test_stack_features_are_3d_objects_then_per_plane(viewer_and_widget, qtbot, notes) -> None:
     viewer, widget = viewer_and_widget
     stack, strokes = blob_stack(3)
     viewer.add_image(stack, name="stack")
@@ -857,13 +866,16 @@ def test_stack_features_are_per_plane(viewer_and_widget, qtbot, notes) -> None:
     wait_prediction(qtbot, widget, widget.predict)
     instances = viewer.layers["stack instances"]
     features = instances.features
+    # A Z stack's objects are 3D: one row each, its volume over every plane it spans.
     assert features["label"].tolist() == _object_ids(instances.data)
+    assert "z" not in features.columns
     for row in features.itertuples():
-        assert instances.data[row.z][instances.data[row.z] == row.label].size == row.area_px
-    assert set(features["z"]) == {0, 1, 2}
+        assert np.count_nonzero(instances.data == row.label) == row.volume_px
+        planes = np.flatnonzero([np.any(p == row.label) for p in instances.data])
+        assert (row.bbox_z0, row.bbox_z1) == (planes.min(), planes.max() + 1)
 
-    # One plane predicted again: its rows are replaced, the other planes' kept.
-    kept = features[features["z"] != 1].reset_index(drop=True)
+    # One plane predicted again: objects lying only in it are replaced, the others kept.
+    only_elsewhere = features[(features["bbox_z0"] != 1) | (features["bbox_z1"] != 2)]["label"].tolist()
     widget.predict_scope.setCurrentText("current plane")
     viewer.dims.set_current_step(0, 1)
     widget.threshold.setValue(0.1)
@@ -871,7 +883,9 @@ def test_stack_features_are_per_plane(viewer_and_widget, qtbot, notes) -> None:
     wait_prediction(qtbot, widget, widget.predict)
     after = instances.features
     assert after["label"].tolist() == _object_ids(instances.data)
-    assert after[after["z"] != 1].reset_index(drop=True)["label"].tolist() == kept["label"].tolist()
+    new_rows = after[after["z"] == 1]
+    assert sorted(new_rows["label"]) == sorted(set(np.unique(instances.data[1])) - {0})
+    assert set(after["label"]) - set(new_rows["label"]) == set(only_elsewhere) & set(_object_ids(instances.data))
 
 
 def test_menu_commands_train_and_predict_and_training_is_a_napari_task(make_napari_viewer, qtbot, sample, notes) -> None:

@@ -64,7 +64,9 @@ def _predict_pixels(packed: dict, features: np.ndarray, n_classes: int) -> np.nd
         return forest(x)[0].T.numpy()
 
 
-def add_forest_inputs(model, images: list[np.ndarray], targets: list[np.ndarray], device: torch.device, seed: int | None) -> list[np.ndarray]:
+def add_forest_inputs(
+    model, images: list[np.ndarray], feats: list[np.ndarray], targets: list[np.ndarray], device: torch.device, seed: int | None
+) -> list[np.ndarray]:
     """Fit ``model.forest`` on all painted pixels and append forest probabilities to each image.
 
     Parameters
@@ -73,6 +75,8 @@ def add_forest_inputs(model, images: list[np.ndarray], targets: list[np.ndarray]
         A model with a forest (``model.forest`` not None); its forest is replaced.
     images : list of numpy.ndarray
         Normalised images ``(C, *spatial)``.
+    feats : list of numpy.ndarray
+        Their filter-bank features (:func:`image_features`).
     targets : list of numpy.ndarray
         Targets ``(*spatial)``, -1 unlabeled.
     device : torch.device
@@ -89,10 +93,7 @@ def add_forest_inputs(model, images: list[np.ndarray], targets: list[np.ndarray]
     n_classes = model.config.n_classes
     rng = np.random.default_rng(seed)
     forest_seed = int(rng.integers(2**31)) if seed is not None else None
-    feats, folds = [], []
-    for image, target in zip(images, targets):
-        feats.append(image_features(model, image, device))
-        folds.append(_folds(target, rng))
+    folds = [_folds(target, rng) for target in targets]
     # Labelled pixels of all images, in one table.
     xs, ys, fs = [], [], []
     for f, t, fold in zip(feats, targets, folds):

@@ -68,7 +68,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 # -- validation of what a file holds --------------------------------------------------
 # Sensible bounds for architecture fields; a file outside them was not written by us.
-_CONFIG_RANGES = {"in_channels": (1, 1024), "n_classes": (2, 256), "depth": (1, 10), "width": (1, 4096), "filter_scales": (0, 16), "ndim": (2, 3)}
+_CONFIG_RANGES = {
+    "in_channels": (1, 1024),
+    "n_classes": (2, 256),
+    "depth": (1, 10),
+    "width": (1, 4096),
+    "filter_scales": (0, 16),
+    "ndim": (2, 3),
+    "forest": (0, 1),
+    "channel_norm": (0, 1),
+    "feature_norm": (0, 1),
+}
 # Older files may lack fields added later (``ndim``, ``filter_scales``); these must be there.
 _CONFIG_REQUIRED = ("in_channels", "n_classes", "depth", "width")
 

@@ -12,8 +12,10 @@ Columns, in order (``<ax>`` is ``y``, ``x``, and ``z`` for 3D objects):
 - ``label``: the instance id;
 - ``class``: the name of the object's class (its most frequent semantic
   class);
-- one column per loop axis of a stack (``t``, and ``z`` for a 2D model
-  applied plane by plane): the plane the object is in;
+- one column per loop axis of a stack other than Z (``t``): the plane
+  (or volume) the object is in. A Z stack predicted by a 2D model holds
+  3D objects (one id across planes): their per-plane rows are merged into
+  one row with 3D columns (:func:`merge_planes`);
 - ``area_px`` (2D) or ``volume_px`` (3D): pixels (voxels);
 - ``area_scaled`` / ``volume_scaled``: the same times the pixel size of the
   layer's scale (only when a scale other than 1 is given);
@@ -203,6 +205,78 @@ def plane_spacing(scale: Sequence[float] | None, label_axes: str, spatial_axes: 
     return tuple(float(scale[label_axes.index(a)]) for a in spatial_axes)
 
 
+def merge_planes(table: Table, z_spacing: float | None = None, keep: Sequence[str] = ()) -> Table:
+    """One row per 3D object from rows measured plane by plane (column ``z`` the plane).
+
+    A 2D model predicts a Z stack plane by plane, and its instances are
+    then labelled as 3D objects (one id across planes), so an object has a
+    row in each plane it touches. Merged: ``volume_px`` sums the areas,
+    centroids and mean intensity / probability are area-weighted means,
+    ``centroid_z`` the area-weighted mean plane, bounding boxes span the
+    planes' (``bbox_z1`` exclusive), ``class`` is the class with the most
+    pixels, other loop axes (``t``) are kept.
+
+    Parameters
+    ----------
+    table : Table
+        Rows of 2D measurements with a ``z`` column.
+    z_spacing : float, optional
+        The Z pixel size, for ``volume_scaled`` (with ``area_scaled``).
+    keep : sequence of str
+        Columns of the other loop axes (e.g. ``"t"``), constant per object.
+
+    Returns
+    -------
+    Table
+        Columns as :func:`measure_objects` gives for 3D labels, ordered by label.
+    """
+    if not table or "z" not in table:
+        return table
+    labels = np.asarray(table["label"])
+    ids, inverse = np.unique(labels, return_inverse=True)
+    n = len(ids)
+    area = np.asarray(table["area_px"], np.float64)
+    volume = np.bincount(inverse, weights=area, minlength=n)
+
+    def weighted_mean(values) -> np.ndarray:
+        # NaN in a plane (no probabilities) makes the object's mean NaN, as it should.
+        return np.bincount(inverse, weights=area * np.asarray(values, np.float64), minlength=n) / np.maximum(volume, 1)
+
+    first = np.full(n, len(labels), np.int64)
+    np.minimum.at(first, inverse, np.arange(len(labels)))
+    names, name_index = np.unique(np.asarray(table["class"], dtype=object).astype(str), return_inverse=True)
+    pixels_per_class = np.zeros((n, len(names)))
+    np.add.at(pixels_per_class, (inverse, name_index), area)
+    out: Table = {"label": ids, "class": names[pixels_per_class.argmax(axis=1)].astype(object) if n else np.array([], dtype=object)}
+    for column in keep:
+        out[column] = np.asarray(table[column])[first]
+    out["volume_px"] = volume.astype(np.int64)
+    if "area_scaled" in table:
+        scale = (np.asarray(table["area_scaled"], np.float64) / np.maximum(area, 1))[first]
+        out["volume_scaled"] = volume * scale * float(z_spacing if z_spacing is not None else 1.0)
+    out["centroid_z"] = weighted_mean(table["z"])
+    for axis in "yx":
+        out[f"centroid_{axis}"] = weighted_mean(table[f"centroid_{axis}"])
+    z0 = np.full(n, np.iinfo(np.int64).max)
+    z1 = np.full(n, np.iinfo(np.int64).min)
+    np.minimum.at(z0, inverse, np.asarray(table["z"], np.int64))
+    np.maximum.at(z1, inverse, np.asarray(table["z"], np.int64) + 1)
+    starts, ends = {"z": z0}, {"z": z1}
+    for axis in "yx":
+        starts[axis] = np.full(n, np.iinfo(np.int64).max)
+        ends[axis] = np.full(n, np.iinfo(np.int64).min)
+        np.minimum.at(starts[axis], inverse, np.asarray(table[f"bbox_{axis}0"], np.int64))
+        np.maximum.at(ends[axis], inverse, np.asarray(table[f"bbox_{axis}1"], np.int64))
+    for axis in "zyx":
+        out[f"bbox_{axis}0"] = starts[axis]
+    for axis in "zyx":
+        out[f"bbox_{axis}1"] = ends[axis]
+    for column in table:
+        if column.startswith("mean_"):
+            out[column] = weighted_mean(table[column])
+    return out
+
+
 class StackMeasurements:
     """Measurements of a stack's objects, collected plane by plane as planes are predicted.
 
@@ -228,6 +302,7 @@ class StackMeasurements:
         self.semantic = semantic
         self.instances = instances
         self.class_names = list(class_names)
+        self.scale = None if scale is None else tuple(float(v) for v in scale)
         self.spacing = plane_spacing(scale, planes.label_axes, planes.spatial_axes)
         self.tables: dict[tuple, Table] = {}
 
@@ -237,8 +312,15 @@ class StackMeasurements:
         )
 
     def table(self) -> Table:
-        """All rows so far, in plane order."""
-        return concat_tables([self.tables[i] for i in sorted(self.tables)])
+        """All rows so far: in plane order, or one per 3D object for a Z stack of 2D planes."""
+        rows = concat_tables([self.tables[i] for i in sorted(self.tables)])
+        if "Z" in self.planes.loop_axes:
+            z_scale = None
+            if self.scale is not None and len(self.scale) == len(self.planes.label_axes):
+                z_scale = float(self.scale[self.planes.label_axes.index("Z")])
+            others = [a.lower() for a in self.planes.loop_axes if a != "Z"]
+            return merge_planes(rows, z_scale, others)
+        return rows
 
 
 def measure_plane(planes, index: tuple, semantic, instances, class_names: Sequence[str], probabilities=None, spacing=None) -> Table:

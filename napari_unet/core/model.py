@@ -69,6 +69,17 @@ class UNetConfig:
         so faint objects and noise in empty background look alike; with the
         forest's probabilities as input and a residual output the plain
         network trains stably without it.
+    feature_norm : int
+        1: the filter-bank features are standardised (per feature, by mean
+        and standard deviation measured once, on the first training images,
+        and stored in the model) before the U-Net's first convolution; 0:
+        raw features (model files from before it). The bank's features span
+        orders of magnitude (a sigma-16 smoothing beside the sigma-1 ridge
+        response of a faint object), which a network without normalisation
+        layers cannot even out in a few hundred steps; fixed statistics
+        keep tiled prediction equal to untiled prediction, which statistics
+        taken over each input would not. The forest takes the raw features
+        (trees do not care about scale).
     """
 
     in_channels: int = 1
@@ -79,6 +90,7 @@ class UNetConfig:
     ndim: int = 2
     forest: int = 0
     channel_norm: int = 1
+    feature_norm: int = 0
 
     def to_dict(self) -> dict:
         """Plain-type dict for checkpoints."""
@@ -120,7 +132,7 @@ def default_config(device: torch.device, in_channels: int = 1, n_classes: int = 
     """
     if ndim not in (2, 3):
         raise ValueError(f"ndim must be 2 or 3, got {ndim}")
-    new = {"forest": 1, "channel_norm": 0}
+    new = {"forest": 1, "channel_norm": 0, "feature_norm": 1}
     if ndim == 3:
         if device.type == "cpu":
             return UNetConfig(in_channels, n_classes, depth=3, width=8, filter_scales=FOREST_SCALES_3D, ndim=3, **new)
@@ -189,6 +201,12 @@ class UNet(nn.Module):
         self.filters = FilterBank(config.in_channels, config.filter_scales, nd) if config.filter_scales > 0 else None
         cin = self.filters.out_channels if self.filters is not None else config.in_channels
         self.forest = Forest(config.n_classes) if config.forest else None
+        if config.feature_norm:
+            # Filled by set_feature_stats before the first training step;
+            # feature_pixels (0 until then) says whether that happened.
+            self.register_buffer("feature_mean", torch.zeros(cin))
+            self.register_buffer("feature_std", torch.ones(cin))
+            self.register_buffer("feature_pixels", torch.zeros(()))
         if self.forest is not None:
             cin += config.n_classes
         norm = bool(config.channel_norm)
@@ -212,6 +230,43 @@ class UNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Filter-bank features of ``(N, C, *spatial)`` images (the image itself without a bank)."""
         return self.filters(x) if self.filters is not None else x
+
+    @property
+    def needs_feature_stats(self) -> bool:
+        """True for a model that standardises its features and has no statistics yet."""
+        return bool(self.config.feature_norm) and float(self.feature_pixels) == 0
+
+    def set_feature_stats(self, features: list) -> None:
+        """Measure the features' mean and standard deviation once (see ``UNetConfig.feature_norm``).
+
+        Parameters
+        ----------
+        features : list of array-like
+            ``(F, *spatial)`` features of the training images (as
+            :meth:`features` gives them, batch axis removed).
+        """
+        n = self.feature_mean.numel()
+        total, sums, squares = 0, torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        for f in features:
+            # One channel at a time in float64: exact enough, and never a
+            # float64 copy of a whole volume's features.
+            f = torch.as_tensor(f).reshape(n, -1)
+            total += f.shape[1]
+            for c in range(n):
+                channel = f[c].double()
+                sums[c] += channel.sum()
+                squares[c] += (channel * channel).sum()
+        mean = sums / total
+        var = (squares / total - mean * mean).clamp_min(0)
+        self.feature_mean.copy_(mean.float())
+        self.feature_std.copy_(var.sqrt().clamp_min(1e-6).float())
+        self.feature_pixels.fill_(float(total))
+
+    def _standardize(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.config.feature_norm:
+            return features
+        shape = (1, -1) + (1,) * self.config.ndim
+        return (features - self.feature_mean.view(shape)) / self.feature_std.view(shape)
 
     def forward(self, x: torch.Tensor, forest_probs: torch.Tensor | None = None) -> torch.Tensor:
         """Return class logits ``(N, n_classes, *spatial)`` for input ``(N, C, *spatial)``.
@@ -237,10 +292,11 @@ class UNet(nn.Module):
             x = F.pad(x, [v for p in reversed(pads) for v in (0, p)], mode=mode)
             if forest_probs is not None:
                 forest_probs = F.pad(forest_probs, [v for p in reversed(pads) for v in (0, p)], mode="replicate")
-        x = self.features(x)
+        features = self.features(x)
+        x = self._standardize(features)
         prior = None
         if self.forest is not None:
-            probs = self.forest(x) if forest_probs is None else forest_probs
+            probs = self.forest(features) if forest_probs is None else forest_probs
             # Floor at 1e-3: a forest's hard 0 must stay correctable.
             prior = torch.log(probs.clamp_min(1e-3))
             x = torch.cat([x, probs.to(x.dtype)], dim=1)

@@ -139,7 +139,7 @@ def iter_predict_stack(
     probabilities_out=None,
     tile: int | None = None,
     plane_done: Callable[[tuple, np.ndarray | None], None] | None = None,
-    objects_3d: bool = False,
+    objects_3d: bool | None = None,
 ) -> Generator[StackProgress, None, int]:
     """Predict planes (all by default) of an N-D image into label-shaped outputs.
 
@@ -168,14 +168,14 @@ def iter_predict_stack(
         of ``probabilities_out``, or else a buffer of one plane kept only
         until the next plane (never the whole stack's). For a whole Z stack
         predicted by a 2D model, the calls come after the 3D relabelling
-        (so the ids are the 3D objects'), with ``probabilities=None``.
-    objects_3d : bool
+        (so the ids are the 3D objects'), with the plane of
+        ``probabilities_out`` when given, else ``probabilities=None``.
+    objects_3d : bool, optional
         For a whole Z stack and a 2D model: label the predicted planes again
-        as 3D objects (one id per object across planes). Off by default
-        here: the widget's features table and the CLI's per-plane
-        measurements expect one row per id and plane, which 3D objects of a
-        2D model do not give yet. :meth:`Segmenter.segment` (and the
-        accuracy suite) always make 3D objects of Z stacks.
+        as 3D objects (one id per object across planes, see
+        :func:`makes_3d_objects`). By default (None) the axes decide: yes
+        for a Z stack, no for a time series (ids per frame). False keeps
+        per-plane ids.
 
     Yields
     ------
@@ -220,15 +220,13 @@ def iter_predict_stack(
                 offset = max(offset, int(np.max(np.asarray(instances_out[planes.label_index(index)]), initial=0)))
 
     total = len(todo)
-    relabel_3d = objects_3d and ndim == 2 and "Z" in planes.loop_axes and indices is None
+    relabel_3d = makes_3d_objects(segmenter, planes, indices) and objects_3d is not False
     for done, index in enumerate(todo):
         label_key = planes.label_index(index)
         fixed = tuple(None if isinstance(k, slice) else k for k in label_key)
         kept = tuple(i for i, f in enumerate(fixed) if f is None)
-        probs = None
-        if probabilities_out is not None:
-            probs = view(probabilities_out, (None,) + fixed, (0,) + tuple(i + 1 for i in kept))
-        elif plane_done is not None:
+        probs = _probability_view(probabilities_out, planes, index)
+        if probs is None and plane_done is not None and not relabel_3d:
             probs = np.zeros((segmenter.config.n_classes,) + tuple(planes.spatial_shape), np.float32)
         gen = blockwise.predict_plane(
             segmenter,
@@ -252,12 +250,32 @@ def iter_predict_stack(
             plane_done(index, probs)
     if relabel_3d:
         offset = yield from _relabel_in_3d(planes, semantic_out, instances_out, params, total)
-        # Measured once the ids are final (3D objects); the planes'
-        # probabilities are gone by then, so their mean probability is NaN.
+        # Measured once the ids are final (3D objects), with the planes'
+        # probabilities where they were kept (else their mean is NaN).
         for index in todo if plane_done is not None else ():
-            plane_done(index, None)
+            plane_done(index, _probability_view(probabilities_out, planes, index))
     yield StackProgress(total, total, None)
     return offset
+
+
+def makes_3d_objects(segmenter, planes: Planes, indices: Sequence[tuple] | None = None) -> bool:
+    """Whether predicting ``planes`` labels 3D objects: a 2D model on a whole Z stack.
+
+    A 3D model labels volumes as a whole anyway; a 2D model sees one plane at
+    a time, and its planes are labelled again as ``(Z, Y, X)`` volumes when
+    the image has a Z axis and every plane is predicted (one plane alone
+    cannot be). Time series keep ids per frame.
+    """
+    return model_ndim(segmenter.config) == 2 and "Z" in planes.loop_axes and indices is None
+
+
+def _probability_view(probabilities_out, planes: Planes, index: tuple):
+    """The plane ``index`` of a ``(n_classes, *label_shape)`` output, or None without one."""
+    if probabilities_out is None:
+        return None
+    fixed = tuple(None if isinstance(k, slice) else k for k in planes.label_index(index))
+    kept = tuple(i for i, f in enumerate(fixed) if f is None)
+    return view(probabilities_out, (None,) + fixed, (0,) + tuple(i + 1 for i in kept))
 
 
 def _relabel_in_3d(planes: Planes, semantic_out, instances_out, params: InstanceParams, total: int) -> Generator[StackProgress, None, int]:

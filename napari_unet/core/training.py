@@ -19,8 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .autocontext import add_forest_inputs
+from .autocontext import add_forest_inputs, image_features
 from .errors import UserInputError
+from .implied import implied_background
 from .samples import IGNORE, PatchSampler, class_weights, prepare, validation_patches
 
 
@@ -64,6 +65,12 @@ class TrainConfig:
         held-out strokes, which lie where the strokes are, never see it.
         Where the forest is unsure (object borders, dim objects) the U-Net
         stays free to change its answer.
+    whole_objects : bool
+        The user paints objects whole, up to their outline: the one-pixel
+        ring around each such painted object is then taken as background
+        (:mod:`napari_unet.core.implied`), so the strokes say where objects
+        end. Off by default: strokes painted *inside* objects (cores, thick
+        scribbles) would get a ring inside the object.
     balance_classes : bool
         Weight the stroke loss by inverse class frequency (see
         :func:`~napari_unet.core.samples.class_weights`). Needed by a plain
@@ -87,6 +94,7 @@ class TrainConfig:
     mixed_precision: bool = True
     forest_consistency: float = 0.5
     balance_classes: bool | None = None
+    whole_objects: bool = False
 
     def __post_init__(self) -> None:
         if self.steps is None and self.max_time is None:
@@ -213,8 +221,17 @@ def train_model(
     start = time.perf_counter()  # the forest's fit counts against the budget too
     channels = model.config.in_channels
     forest = getattr(model, "forest", None) is not None
+    if config.whole_objects:
+        targets = [implied_background(t, n_classes) for t in targets]
+    feats = None
+    if forest or getattr(model, "needs_feature_stats", False):
+        feats = [image_features(model, image, device) for image in images]
+    if getattr(model, "needs_feature_stats", False):
+        # A fresh model: its feature scaling comes from its first images and then stays.
+        model.set_feature_stats(feats)
     if forest:
-        images = add_forest_inputs(model, images, targets, device, config.seed)
+        images = add_forest_inputs(model, images, feats, targets, device, config.seed)
+    del feats
     data = prepare(images, targets, config.patch_size, config.val_fraction, rng)
     sampler = PatchSampler(data, config.patch_size, config.batch_size, config.augment, rng, channels)
     balance = config.balance_classes if config.balance_classes is not None else not forest
