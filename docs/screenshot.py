@@ -2,13 +2,13 @@
 
 Runs the loop a user would: open the synthetic sample, add annotations
 from its strokes, train (for real, through the widget's worker), predict,
-then grab the whole napari window. ``--stack`` does the same on a stack of
-six synthetic images with strokes on planes 0 and 3 only, predicts the whole
+then grab the whole napari window. ``--stack`` does the same on a series
+(TYX) of six synthetic images with strokes on planes 0 and 3 only, predicts the whole
 stack and shows plane 2, which has no strokes (``docs/screenshot_stack.png``).
-``--em`` uses real data the project was never tuned on: five serial ISBI
-2012 EM sections (``../shared/data/isbi2012-em``) as a Z stack with a few
-sparse strokes on the first section only, the default 3D U-Net, the whole
-stack predicted, shown at section 3 (``docs/screenshot_em.png``).
+``--em`` uses real data the project was never tuned on: one ISBI 2012 EM
+section (``../shared/data/isbi2012-em``, section 0) with strokes on it
+(40 through cells, 40 along membranes), the default 2D model, the whole
+section predicted (``docs/screenshot_em.png``).
 
     xvfb-run -a python docs/screenshot.py          # no display (CI, servers)
     xvfb-run -a python docs/screenshot.py --stack
@@ -63,14 +63,15 @@ def _open_sample(viewer, widget):
 
 
 def _open_stack(viewer, widget):
-    """Six synthetic nuclei images as a ZYX stack, strokes on planes 0 and 3, whole-stack prediction."""
+    """Six synthetic nuclei images as a TYX series, strokes on planes 0 and 3, whole-stack prediction."""
     import numpy as np
 
     from napari_unet._panels import WHOLE_STACK
     from napari_unet.core.synthetic import make_nuclei_set
 
     samples = make_nuclei_set(6, (256, 256), seed=0)
-    viewer.add_image(np.stack([s.image for s in samples]), name="nuclei stack")
+    # Six separate images, not a volume: a series (TYX), so objects are per image.
+    viewer.add_image(np.stack([s.image for s in samples]), name="nuclei stack", metadata={"axes": "TYX"})
     widget.image_combo.setCurrentText("nuclei stack")
     annotations = widget.new_annotations()
     strokes = np.zeros(annotations.data.shape, annotations.data.dtype)
@@ -78,28 +79,20 @@ def _open_stack(viewer, widget):
         strokes[plane] = samples[plane].annotations
     annotations.data = strokes
     widget.predict_scope.setCurrentText(WHOLE_STACK)
-    # Six separate images, not a volume: the 2D model, plane by plane (Z stacks default to 3D).
-    widget.advanced.model_3d.setChecked(False)
     return annotations
 
 
 def _open_em(viewer, widget):
-    """Five serial EM sections as a ZYX stack, sparse strokes on the first, the default (3D) model."""
-    import numpy as np
-
+    """One real EM section with 40 strokes through cells and 40 along membranes."""
     sys.path.insert(0, str(HERE.parent))
     from benchmarks._common import load_em
     from benchmarks.strokes import sparse_strokes
-    from napari_unet._panels import WHOLE_STACK
 
     images, labels = load_em()
-    viewer.add_image(images[:5], name="EM sections", metadata={"axes": "ZYX"})
-    widget.image_combo.setCurrentText("EM sections")
+    viewer.add_image(images[0], name="EM section")
+    widget.image_combo.setCurrentText("EM section")
     annotations = widget.new_annotations()
-    strokes = np.zeros(annotations.data.shape, annotations.data.dtype)
-    strokes[0] = sparse_strokes(labels[0] > 0, seed=0)
-    annotations.data = strokes
-    widget.predict_scope.setCurrentText(WHOLE_STACK)
+    annotations.data = sparse_strokes(labels[0] > 0, seed=0, n_object=40, n_background=40)
     return annotations
 
 
@@ -108,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--stack", action="store_true", help="a ZYX stack painted on two planes, whole-stack prediction")
-    which.add_argument("--em", action="store_true", help="five real EM sections (../shared/data), strokes on the first, 3D model")
+    which.add_argument("--em", action="store_true", help="a real EM section (../shared/data) with 80 strokes")
     parser.add_argument("--out", type=Path, default=None, help="PNG to write (default docs/screenshot.png, _stack.png or _em.png)")
     args = parser.parse_args(argv)
     args.out = args.out or HERE / ("screenshot_stack.png" if args.stack else "screenshot_em.png" if args.em else "screenshot.png")
@@ -142,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(25):  # let napari lay out the window at its final size
         app.processEvents()
         time.sleep(0.02)
-    if args.stack or args.em:
-        viewer.dims.set_current_step(0, 3 if args.em else 2)  # a plane without strokes
+    if args.stack:
+        viewer.dims.set_current_step(0, 2)  # a plane without strokes
     viewer.reset_view()  # fit the image to the canvas as laid out
     for _ in range(25):
         app.processEvents()
