@@ -239,7 +239,7 @@ def load_em() -> tuple[np.ndarray, np.ndarray]:
     DataMissing
         If the files are not there (with where they were looked for).
     """
-    from napari_unet.core.tiff_io import read_image, read_labels
+    from napari_unet.io.tiff import read_image, read_labels
 
     folder = em_data_dir()
     image_path, labels_path = folder / "image.tif", folder / "labels.tif"

@@ -49,7 +49,7 @@ QUICK_KINDS = "nuclei,rgb"
 # -- scoring ------------------------------------------------------------------
 def score(case: Case, mode: str, semantic: np.ndarray, instances: np.ndarray) -> dict[str, float]:
     """Scores of one prediction on the case's unpainted region."""
-    from napari_unet.core.metrics import class_scores, foreground_iou, instance_f1
+    from napari_unet.eval.metrics import class_scores, foreground_iou, instance_f1
 
     keep = case.score_mask(mode)
     if case.task == "classes":
@@ -107,7 +107,7 @@ def run_unet(case: Case, mode: str, budget: float, seed: int, steps_per_second: 
 
 def run_forest(case: Case, mode: str, seed: int) -> dict:
     """scikit-image's random-forest segmenter on the same strokes (3D features for stacks)."""
-    from napari_unet.core.baselines import random_forest
+    from napari_unet.eval.baselines import random_forest
 
     t0 = time.perf_counter()
     semantic, instances = random_forest(case.image.astype(np.float32), case.annotations[mode], seed=seed, channel_axis=-1 if case.axes == "YXC" else None)
@@ -118,7 +118,7 @@ def run_forest(case: Case, mode: str, seed: int) -> dict:
 
 def run_otsu(case: Case, mode: str) -> dict | None:
     """Otsu threshold + the same watershed (objects only)."""
-    from napari_unet.core.baselines import otsu_watershed
+    from napari_unet.eval.baselines import otsu_watershed
 
     if case.task == "classes":
         return None

@@ -19,7 +19,7 @@ path for images larger than RAM).
 Larger than memory (issue 5), the whole pipeline as the CLI and widget run
 it: a lazy input on disk (an uncompressed TIFF, memory-mapped, or a zarr
 array) predicted into on-disk outputs of the same kind (semantic and
-instance labels through :func:`napari_unet.core.stores.open_output`),
+instance labels through :func:`napari_unet.io.stores.open_output`),
 instances computed block by block and stitched. Cases: one 8192² plane
 (``plane``) and a 64×2048×2048 ZYX stack predicted plane by plane with the
 2D model (``stack``), each reported with its throughput. The model is
@@ -119,7 +119,7 @@ def child(size: int, mode: str, tmp: Path) -> dict:
 
     from napari_unet.core.model import default_config
     from napari_unet.core.segmenter import Segmenter
-    from napari_unet.core.synthetic import make_nuclei
+    from napari_unet.eval.synthetic import make_nuclei
 
     torch.manual_seed(0)
     seg = Segmenter(default_config(torch.device("cpu")), device="cpu")
@@ -169,7 +169,7 @@ def child(size: int, mode: str, tmp: Path) -> dict:
 
 def _write_input(path: Path, fmt: str, shape: tuple[int, int, int], base: np.ndarray):
     """Write the lazy input file band by band (never whole in memory) and open it lazily."""
-    from napari_unet.core.stores import open_lazy
+    from napari_unet.io.stores import open_lazy
 
     z, h, w = shape
     full = shape if z > 1 else (h, w)
@@ -198,13 +198,13 @@ def child_large(case: str, fmt: str, shape: tuple[int, int, int], block: int, mo
     """One larger-than-memory measurement (fresh process): lazy input -> on-disk semantic + instances."""
     import torch
 
-    from napari_unet.core.axes import Planes
+    from napari_unet.io.axes import Planes
     from napari_unet.core.postprocess import InstanceParams
     from napari_unet.core.segmenter import Segmenter
     from napari_unet.core.stack import iter_predict_stack
     from napari_unet.core.blockwise import predict_plane
-    from napari_unet.core.stores import open_lazy, open_output
-    from napari_unet.core.synthetic import make_nuclei
+    from napari_unet.io.stores import open_lazy, open_output
+    from napari_unet.eval.synthetic import make_nuclei
 
     torch.manual_seed(0)
     seg = Segmenter.load(model, device="cpu")
@@ -274,7 +274,7 @@ def _train(path: Path, steps: int) -> None:
     import torch
 
     from napari_unet.core.segmenter import Segmenter
-    from napari_unet.core.synthetic import make_nuclei
+    from napari_unet.eval.synthetic import make_nuclei
     from napari_unet.core.training import TrainConfig
 
     torch.manual_seed(0)

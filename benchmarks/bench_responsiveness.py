@@ -87,7 +87,7 @@ def make_viewer():
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_unet.core.synthetic import SAMPLE_PARAMS, make_nuclei
+    from napari_unet.eval.synthetic import SAMPLE_PARAMS, make_nuclei
 
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 900)
@@ -115,7 +115,7 @@ def run_widget(widget, settings: dict, seed: int, timeout_s: float = 3600) -> di
     widget.seed = seed
     widget.reset_model()  # every run starts from the same fresh model
 
-    import napari_unet._widget as widget_module
+    import napari_unet._qt.widget as widget_module
 
     worker_threads: list[int] = []
     original = widget_module.train_steps

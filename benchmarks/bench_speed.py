@@ -46,7 +46,7 @@ def _sync(device: torch.device) -> None:
 
 def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
     """A ``size``² uint16 nuclei image: tiled copies of one 512² synthetic image (cheap to make)."""
-    from napari_unet.core.synthetic import make_nuclei
+    from napari_unet.eval.synthetic import make_nuclei
 
     base = make_nuclei((min(size, 512), min(size, 512)), seed=seed).image
     reps = -(-size // base.shape[0])
@@ -64,7 +64,7 @@ def engine_step_time(device, amp: bool, steps: int, warmup: int, patch: int, bat
     """Seconds per step of ``Segmenter.train`` after ``warmup`` steps."""
     from napari_unet.core.model import default_config
     from napari_unet.core.segmenter import Segmenter
-    from napari_unet.core.synthetic import make_nuclei
+    from napari_unet.eval.synthetic import make_nuclei
     from napari_unet.core.training import TrainConfig
 
     sample = make_nuclei((512, 512), seed=0)
@@ -109,7 +109,7 @@ def sampler_time(patch: int, batch: int, repeats: int) -> float:
     """Seconds per batch of the engine's patch sampling and augmentation alone."""
     from napari_unet.core.normalize import apply_range, measure_percentiles
     from napari_unet.core.samples import PatchSampler, annotations_to_targets, prepare
-    from napari_unet.core.synthetic import make_nuclei
+    from napari_unet.eval.synthetic import make_nuclei
 
     sample = make_nuclei((512, 512), seed=0)
     image = apply_range(sample.image[None], *measure_percentiles(sample.image, 1.0, 99.8))

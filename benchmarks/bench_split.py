@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     """Score the three splits on every instance case and save ``split.json``."""
     from skimage.measure import label
 
-    from napari_unet.core.metrics import instance_f1
+    from napari_unet.eval.metrics import instance_f1
     from napari_unet.core.postprocess import InstanceParams, split_instances
 
     parser = base_parser(__doc__.splitlines()[0])

@@ -66,8 +66,8 @@ def _open_stack(viewer, widget):
     """Six synthetic nuclei images as a TYX series, strokes on planes 0 and 3, whole-stack prediction."""
     import numpy as np
 
-    from napari_unet._panels import WHOLE_STACK
-    from napari_unet.core.synthetic import make_nuclei_set
+    from napari_unet._qt.panels import WHOLE_STACK
+    from napari_unet.eval.synthetic import make_nuclei_set
 
     samples = make_nuclei_set(6, (256, 256), seed=0)
     # Six separate images, not a volume: a series (TYX), so objects are per image.

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .core.errors import UserInputError
+from napari_unet.errors import UserInputError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 FORMATS = ("tif", "zarr")
@@ -131,20 +131,19 @@ def open_image(path: str | os.PathLike):
     """Open an image file lazily (nothing but the header is read).
 
     TIFFs are memory-mapped or opened through zarr
-    (:func:`~napari_unet.core.tiff_io.open_tiff_lazy`); ``.zarr`` arrays
-    through :func:`~napari_unet.core.stores.open_lazy`.
+    (:func:`~napari_unet.io.tiff.open_tiff_lazy`); ``.zarr`` arrays
+    through :func:`~napari_unet.io.stores.open_lazy`.
 
     Raises
     ------
     UserInputError
         If the file is missing or unreadable.
     """
-    from .core.tiff_io import open_tiff_lazy
+    from napari_unet.io.tiff import open_tiff_lazy
 
     path = Path(path)
     if path.suffix.lower() == ".zarr" and path.exists():
-        from .core import stores
-
+        from napari_unet.io import stores
         opener = stores.open_lazy
     elif not path.is_file():
         raise UserInputError(f"file not found: {str(path)!r}")
@@ -182,7 +181,7 @@ def resolve_axes(path: str | os.PathLike, shape: tuple[int, ...], axes: str | No
     UserInputError
         If ``axes`` does not fit the shape.
     """
-    from .core.axes import axes_from_tiff, normalize_axes
+    from napari_unet.io.axes import axes_from_tiff, normalize_axes
 
     name = Path(path).name
     try:
@@ -209,7 +208,7 @@ def resolve_axes(path: str | os.PathLike, shape: tuple[int, ...], axes: str | No
 
 
 def image_planes(path: str | os.PathLike, axes: str | None, spatial_ndim: int, data=None, channels: int | None = None):
-    """Open ``path`` lazily as :class:`~napari_unet.core.axes.Planes`.
+    """Open ``path`` lazily as :class:`~napari_unet.io.axes.Planes`.
 
     ``channels`` (a model's input channels), when given, is checked here so
     a mismatch fails before any work starts.
@@ -219,7 +218,7 @@ def image_planes(path: str | os.PathLike, axes: str | None, spatial_ndim: int, d
     (Planes, str or None)
         The planes and a note about the axes (see :func:`resolve_axes`).
     """
-    from .core.axes import Planes
+    from napari_unet.io.axes import Planes
 
     if data is None:
         data = open_image(path)
@@ -232,7 +231,7 @@ def image_planes(path: str | os.PathLike, axes: str | None, spatial_ndim: int, d
     except UserInputError as exc:
         raise UserInputError(f"{name}: {exc}") from exc
     if channels is not None and planes.channels != channels:
-        from .core.segmenter import channel_mismatch
+        from napari_unet.core.segmenter import channel_mismatch
 
         raise UserInputError(f"{name}: {channel_mismatch(channels, planes.channels, planes.axes)}")
     return planes, note
@@ -293,12 +292,12 @@ def predict_planes(
     """Predict every plane of ``planes`` into output files, all or nothing.
 
     Small TIFF outputs are computed in memory and written compressed as the
-    smallest integer type (:func:`~napari_unet.core.tiff_io.write_labels`);
+    smallest integer type (:func:`~napari_unet.io.tiff.write_labels`);
     large or zarr outputs stream into
-    :func:`~napari_unet.core.stores.open_output` (uint8 semantic, uint32
+    :func:`~napari_unet.io.stores.open_output` (uint8 semantic, uint32
     instances). Either way every output is written under a temporary name
     and all are moved into place together once all are complete
-    (:func:`~napari_unet.core.atomic.atomic_group`): on any failure none is,
+    (:func:`~napari_unet.io.atomic.atomic_group`): on any failure none is,
     and previous outputs at those paths are kept. ``measurements_path``
     receives a CSV of per-object measurements
     (:mod:`napari_unet.core.measure`), measured plane by plane as planes
@@ -309,10 +308,10 @@ def predict_planes(
     (list of Path, int)
         The files written and the number of objects (largest instance id).
     """
-    from .core.atomic import atomic_group, scratch_dir
-    from .core.postprocess import InstanceParams
-    from .core.stack import iter_predict_stack
-    from .core.tiff_io import write_labels, write_tiff
+    from napari_unet.io.atomic import atomic_group, scratch_dir
+    from napari_unet.core.postprocess import InstanceParams
+    from napari_unet.core.stack import iter_predict_stack
+    from napari_unet.io.tiff import write_labels, write_tiff
 
     params = params or InstanceParams()
     shape = tuple(planes.label_shape)
@@ -334,8 +333,7 @@ def predict_planes(
             if probabilities_path is not None:
                 write_tiff(probabilities_path, probabilities, group)
         return outputs + _write_measurements(measure, measurements_path), _max_id(result, instances)
-    from .core import stores
-
+    from napari_unet.io import stores
     # The group is entered first so it commits last, after every store is flushed and closed.
     with atomic_group() as group, ExitStack() as stack:
         semantic = stack.enter_context(stores.open_output(semantic_path, shape, np.uint8, axes=planes.label_axes, group=group))
@@ -363,7 +361,7 @@ def _measurements(segmenter, planes, semantic, instances, path: Path | None):
     """A per-plane measurement collector for ``iter_predict_stack`` (None without a CSV to write)."""
     if path is None:
         return None
-    from .core.measure import StackMeasurements
+    from napari_unet.core.measure import StackMeasurements
 
     return StackMeasurements(planes, semantic, instances, segmenter.names())
 
@@ -372,7 +370,7 @@ def _write_measurements(measure, path: Path | None) -> list[Path]:
     """Write the collected measurements as CSV; the paths written."""
     if measure is None or path is None:
         return []
-    from .core.measure import write_csv
+    from napari_unet.core.measure import write_csv
 
     return [write_csv(path, measure.table())]
 
@@ -385,7 +383,7 @@ _SEGMENTERS_LOCK = threading.Lock()
 
 def load_segmenter(model: str | os.PathLike, device: str = "auto"):
     """Load a model file once per process (cached by path, modification time and device)."""
-    from .core.segmenter import Segmenter
+    from napari_unet.core.segmenter import Segmenter
 
     path = Path(model).resolve()
     try:
@@ -413,7 +411,7 @@ def predict_file(
     All arguments are plain strings so the task pickles cheaply to remote
     dask workers; those need the same paths (a shared file system).
     """
-    from .core.segmenter import model_ndim
+    from napari_unet.core.segmenter import model_ndim
 
     result = FileResult(Path(path))
     try:
@@ -454,7 +452,7 @@ def default_workers(n_files: int, device: str = "auto", cores: int | None = None
     (int, int)
         Workers and torch threads per worker.
     """
-    from .core.device import resolve_device
+    from napari_unet.core.device import resolve_device
 
     cores = cores or os.cpu_count() or 1
     if resolve_device(device).type != "cpu":
@@ -624,7 +622,7 @@ def predict_batch(
     import dask
     from tqdm import tqdm
 
-    from .core.segmenter import model_ndim
+    from napari_unet.core.segmenter import model_ndim
 
     stream = stream or sys.stderr
     segmenter = load_segmenter(model, device)  # fails early on a bad model file

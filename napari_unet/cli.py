@@ -36,7 +36,7 @@ Nothing is lost: an output that would replace an input of the same command
 written (missing or read-only folder, a folder in the way) are found before
 training or prediction starts; the outputs of one command are written under
 temporary names and moved into place together, or not at all, keeping any
-previous outputs (:func:`napari_unet.core.atomic.atomic_group`); a model
+previous outputs (:func:`napari_unet.io.atomic.atomic_group`); a model
 that cannot be written after training is saved elsewhere and that place
 printed.
 """
@@ -56,10 +56,10 @@ import traceback
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from . import __version__
-from .core.atomic import check_target, is_zarr_store
-from .core.device import DEVICE_CHOICES
-from .core.errors import UserInputError
+from napari_unet import __version__
+from napari_unet.io.atomic import check_target, is_zarr_store
+from napari_unet.core.device import DEVICE_CHOICES
+from napari_unet.errors import UserInputError
 
 EXIT_USER_ERROR = 1
 AXES_HELP = (
@@ -158,7 +158,7 @@ def _check_budget(steps: int | None, max_time: float | None) -> None:
 
 
 def _train_config(args: argparse.Namespace):
-    from .core.training import TrainConfig
+    from napari_unet.core.training import TrainConfig
 
     _check_budget(args.steps, args.max_time)
     steps = args.steps
@@ -179,7 +179,7 @@ def run_training(segmenter, images, annotations, config, stream=sys.stderr, ndim
     """
     from tqdm import tqdm
 
-    from .core.throttle import throttled
+    from napari_unet.core.progress import throttled
 
     total = config.steps if config.steps is not None else int(round(config.max_time))
     unit = "step" if config.steps is not None else "s"
@@ -229,7 +229,7 @@ def _model_ndim_for(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> t
     unless ``--2d`` says otherwise. Returns a note saying so when the axes
     chose it, printed once the inputs have been checked.
     """
-    from .batch import open_image, resolve_axes
+    from napari_unet.batch import open_image, resolve_axes
 
     if args.three_d:
         return 3, None
@@ -243,9 +243,9 @@ def _model_ndim_for(args: argparse.Namespace, pairs: list[tuple[str, str]]) -> t
 
 def _train_items(args: argparse.Namespace, ndim: int, pairs: list[tuple[str, str]]):
     """(Planes, annotations) for each IMAGE ANNOTATIONS pair, images opened lazily."""
-    from .batch import image_planes
-    from .core.limits import check_annotation_values
-    from .core.tiff_io import read_labels
+    from napari_unet.batch import image_planes
+    from napari_unet.core.limits import check_annotation_values
+    from napari_unet.io.tiff import read_labels
 
     items = []
     for image_path, ann_path in pairs:
@@ -265,8 +265,8 @@ def _train_items(args: argparse.Namespace, ndim: int, pairs: list[tuple[str, str
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``napari-unet train``."""
-    from .core.segmenter import Segmenter, model_ndim
-    from .core.stack import training_data
+    from napari_unet.core.segmenter import Segmenter, model_ndim
+    from napari_unet.core.stack import training_data
 
     config = _train_config(args)
     pairs = _train_pairs(args)
@@ -377,8 +377,8 @@ def _predict_one(args: argparse.Namespace) -> int:
     """One file into the named outputs (the form of napari-unet 0.1)."""
     from tqdm import tqdm
 
-    from .batch import image_planes, load_segmenter, predict_planes
-    from .core.segmenter import model_ndim
+    from napari_unet.batch import image_planes, load_segmenter, predict_planes
+    from napari_unet.core.segmenter import model_ndim
 
     if args.scheduler or args.workers is not None:
         raise UserInputError("--scheduler and --workers spread several files; for one file give an output folder (-o FOLDER)")
@@ -420,7 +420,7 @@ def _predict_one(args: argparse.Namespace) -> int:
 
 def _predict_many(args: argparse.Namespace) -> int:
     """Several files, folders or globs into an output folder, in parallel through dask."""
-    from .batch import expand_inputs, predict_batch
+    from napari_unet.batch import expand_inputs, predict_batch
 
     if isinstance(args.instances, str):
         raise UserInputError(
@@ -471,7 +471,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.tile is not None and args.tile < MIN_TILE:
         # Tiles overlap by 64 pixels; smaller tiles would be all overlap.
         raise UserInputError(f"--tile must be at least {MIN_TILE} pixels")
-    from .batch import expand_inputs
+    from napari_unet.batch import expand_inputs
 
     expand_inputs(args.inputs)  # a missing input is said first, whatever -o is
     if _output_is_folder(args):
@@ -483,7 +483,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``napari-unet demo``: the whole loop on the bundled sample, scored against its ground truth."""
-    from .demo import run_demo
+    from napari_unet.demo import run_demo
 
     _check_budget(args.steps, args.max_time)
     return run_demo(args.output, steps=args.steps, max_time=args.max_time, device=args.device, seed=args.seed)
@@ -531,9 +531,9 @@ def _add_export_parser(sub) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``napari-unet export``: a bioimage.io model package."""
-    from .batch import image_planes, load_segmenter
-    from .core.bioimage_io import export_model, sample_from_planes
-    from .core.segmenter import model_ndim
+    from napari_unet.batch import image_planes, load_segmenter
+    from napari_unet.bioimage_io import export_model, sample_from_planes
+    from napari_unet.core.segmenter import model_ndim
 
     check_target(Path(args.output).expanduser())
     segmenter = load_segmenter(args.model, "cpu")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .core.errors import UserInputError
+from napari_unet.errors import UserInputError
 
 HELD_OUT_IMAGES = 3
 
@@ -41,14 +41,14 @@ def run_demo(output: str | Path = "napari-unet-demo", steps: int | None = None, 
     int
         Exit status (0).
     """
-    from .cli import run_training
-    from .core.baselines import otsu_watershed, random_forest
-    from .core.metrics import foreground_iou, instance_f1
-    from .core.postprocess import postprocess
-    from .core.segmenter import Segmenter
-    from .core.synthetic import SAMPLE_PARAMS, make_nuclei, make_nuclei_set
-    from .core.tiff_io import write_labels, write_tiff
-    from .core.training import TrainConfig
+    from napari_unet.cli import run_training
+    from napari_unet.eval.baselines import otsu_watershed, random_forest
+    from napari_unet.eval.metrics import foreground_iou, instance_f1
+    from napari_unet.core.postprocess import postprocess
+    from napari_unet.core.segmenter import Segmenter
+    from napari_unet.eval.synthetic import SAMPLE_PARAMS, make_nuclei, make_nuclei_set
+    from napari_unet.io.tiff import write_labels, write_tiff
+    from napari_unet.core.training import TrainConfig
 
     out = Path(output)
     try:

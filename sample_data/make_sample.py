@@ -4,7 +4,7 @@ Usage::
 
     python sample_data/make_sample.py
 
-The parameters live in ``napari_unet.core.synthetic.SAMPLE_PARAMS`` (also used
+The parameters live in ``napari_unet.eval.synthetic.SAMPLE_PARAMS`` (also used
 by the napari sample-data menu entry), so the files and the menu entry agree.
 """
 
@@ -17,10 +17,10 @@ import tifffile
 
 HERE = Path(__file__).resolve().parent
 try:
-    from napari_unet.core.synthetic import SAMPLE_PARAMS, make_nuclei
+    from napari_unet.eval.synthetic import SAMPLE_PARAMS, make_nuclei
 except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, str(HERE.parent))
-    from napari_unet.core.synthetic import SAMPLE_PARAMS, make_nuclei
+    from napari_unet.eval.synthetic import SAMPLE_PARAMS, make_nuclei
 
 #: File name -> attribute of the SyntheticSample written to it.
 FILES = {

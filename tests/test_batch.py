@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import blobs_image
+from tests.helpers import blobs_image
 from napari_unet import batch
 from napari_unet.cli import main
-from napari_unet.core.errors import UserInputError
+from napari_unet.errors import UserInputError
 
 
 @pytest.fixture(scope="module")

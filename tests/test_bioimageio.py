@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from napari_unet.cli import main
-from napari_unet.core.bioimage_io import trace
-from tests.conftest import blobs_image
+from napari_unet.bioimage_io import trace
+from tests.helpers import blobs_image
 
 bioimageio_core = pytest.importorskip("bioimageio.core")
 

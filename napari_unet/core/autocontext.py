@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .forest import Forest, fit_forest
+from napari_unet.core.forest import Forest, fit_forest
 
 FOLDS = 3
 # Trees of each cross-fitting forest: their probabilities only need to be

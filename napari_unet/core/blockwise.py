@@ -19,9 +19,9 @@ from typing import Generator
 
 import numpy as np
 
-from .inference import TileProgress
-from .postprocess import InstanceParams, semantic_from_probabilities
-from .stitch import iter_label_blockwise
+from napari_unet.core.inference import TileProgress
+from napari_unet.core.postprocess import InstanceParams, semantic_from_probabilities
+from napari_unet.core.stitch import iter_label_blockwise
 
 
 class SemanticSink:
@@ -136,7 +136,7 @@ def predict_plane(
     :func:`~.postprocess.postprocess` of the whole-image probabilities.
     """
     if segmenter.model is None:
-        from .errors import UserInputError
+        from napari_unet.errors import UserInputError
 
         raise UserInputError("no model yet: train one or load a model file first")
     # A single-channel image may come without its C axis: the spatial shape

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
-from .errors import ModelFileError
+from napari_unet.io.atomic import atomic_path
+from napari_unet.errors import ModelFileError
 
 FORMAT = "napari-unet-model"
 FORMAT_VERSION = 1
@@ -92,8 +92,8 @@ def _is_number(value) -> bool:
 
 
 def _config_problem(config) -> str | None:
-    from .limits import MAX_OBJECT_CLASSES
-    from .model import UNetConfig
+    from napari_unet.core.limits import MAX_OBJECT_CLASSES
+    from napari_unet.core.model import UNetConfig
 
     if not isinstance(config, dict):
         return f"its config is a {type(config).__name__}, not a dict"
@@ -115,7 +115,7 @@ def _config_problem(config) -> str | None:
 
 
 def _normalization_problem(norm) -> str | None:
-    from .normalize import Normalization
+    from napari_unet.core.normalize import Normalization
 
     if not isinstance(norm, dict):
         return f"its normalisation is a {type(norm).__name__}, not a dict"

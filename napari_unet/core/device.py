@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import UserInputError
+from napari_unet.errors import UserInputError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 

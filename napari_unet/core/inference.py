@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .normalize import apply_range
+from napari_unet.core.normalize import apply_range
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import UserInputError
+from napari_unet.errors import UserInputError
 
 #: Object classes a model may have (background not counted).
 MAX_OBJECT_CLASSES = 255

@@ -38,7 +38,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .atomic import atomic_path
+from napari_unet.io.atomic import atomic_path
 
 #: A measurement table: column name -> one value per object, all of one length.
 Table = dict[str, np.ndarray]

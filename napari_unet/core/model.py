@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .filters import FilterBank
-from .forest import Forest
+from napari_unet.core.filters import FilterBank
+from napari_unet.core.forest import Forest
 
 
 @dataclass(frozen=True)

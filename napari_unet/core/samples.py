@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UserInputError
+from napari_unet.errors import UserInputError
 
 IGNORE = -1
 
@@ -91,7 +91,7 @@ def annotations_to_targets(annotations: np.ndarray) -> np.ndarray:
     refused rather than wrapped around by the int16 cast (65537 would
     otherwise become 0, read as background).
     """
-    from .limits import check_annotation_values
+    from napari_unet.core.limits import check_annotation_values
 
     check_annotation_values(annotations)
     return annotations.astype(np.int16) - 1
@@ -120,7 +120,7 @@ def check_annotations(annotations: list[np.ndarray], image_shapes: list[tuple[in
         On a shape mismatch, no annotations, only one class painted, or a
         value above :data:`~napari_unet.core.limits.MAX_ANNOTATION_VALUE`.
     """
-    from .limits import check_annotation_values
+    from napari_unet.core.limits import check_annotation_values
 
     present: set[int] = set()
     for ann, shape in zip(annotations, image_shapes):

@@ -13,14 +13,14 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .device import describe_device, resolve_device
-from .errors import ModelFileError, UserInputError
-from .inference import TileProgress, default_tiling, iter_predict_tiled
-from .model import UNet, UNetConfig, default_config
-from .normalize import Normalization, apply_range, fit_normalization, image_range
-from .samples import annotations_to_targets, check_annotations
-from .training import TrainConfig, TrainProgress, train_model
+from napari_unet.core.checkpoint import load_checkpoint, save_checkpoint
+from napari_unet.core.device import describe_device, resolve_device
+from napari_unet.errors import ModelFileError, UserInputError
+from napari_unet.core.inference import TileProgress, default_tiling, iter_predict_tiled
+from napari_unet.core.model import UNet, UNetConfig, default_config
+from napari_unet.core.normalize import Normalization, apply_range, fit_normalization, image_range
+from napari_unet.core.samples import annotations_to_targets, check_annotations
+from napari_unet.core.training import TrainConfig, TrainProgress, train_model
 
 
 def as_channels_first(image, ndim: int = 2):
@@ -222,7 +222,7 @@ class Segmenter:
         image : array-like
             ``(*spatial)`` or ``(C, *spatial)`` with the model's spatial
             dimensions (Y, X or Z, Y, X); numpy, memmap, dask, zarr or a
-            lazy plane view (:class:`napari_unet.core.axes.Planes`).
+            lazy plane view (:class:`napari_unet.io.axes.Planes`).
         out : array-like, optional
             Writable ``(n_classes, *spatial)`` destination (e.g. a memmap or
             zarr array for images larger than memory); float32 numpy by default.
@@ -289,7 +289,7 @@ class Segmenter:
         semantic, instances : numpy.ndarray
             Label-shaped (``image`` without its channel axis).
         """
-        from .postprocess import InstanceParams, instances_from_semantic, semantic_from_probabilities
+        from napari_unet.core.postprocess import InstanceParams, instances_from_semantic, semantic_from_probabilities
 
         params = params or InstanceParams()
         if self.model is None:

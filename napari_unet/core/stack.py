@@ -15,11 +15,11 @@ from typing import Callable, Generator, Sequence
 
 import numpy as np
 
-from .axes import Planes, view
-from .errors import UserInputError
-from .inference import TileProgress
-from .postprocess import InstanceParams
-from .segmenter import channel_mismatch, model_ndim
+from napari_unet.io.axes import Planes, view
+from napari_unet.errors import UserInputError
+from napari_unet.core.inference import TileProgress
+from napari_unet.core.postprocess import InstanceParams
+from napari_unet.core.segmenter import channel_mismatch, model_ndim
 
 
 def _read_plane(planes: Planes, index, which: str) -> np.ndarray:
@@ -194,7 +194,7 @@ def iter_predict_stack(
     they are written; when only some are, the largest id of the other planes
     is read first, one plane at a time.
     """
-    from . import blockwise  # at call time: tests may stand in for it
+    from napari_unet.core import blockwise  # at call time: tests may stand in for it
 
     if segmenter.model is None:
         raise UserInputError("no model yet: train one or load a model file first")
@@ -287,7 +287,7 @@ def _relabel_in_3d(planes: Planes, semantic_out, instances_out, params: Instance
     other loop axes (e.g. per time point of a TZYX series); ids stay unique
     over the whole output.
     """
-    from .stitch import iter_label_blockwise
+    from napari_unet.core.stitch import iter_label_blockwise
 
     label_axes = planes.label_axes
     others = [a for a in planes.loop_axes if a != "Z"]

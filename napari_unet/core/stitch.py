@@ -20,9 +20,9 @@ from typing import Generator
 
 import numpy as np
 
-from .errors import UserInputError
-from .inference import TileProgress
-from .postprocess import InstanceParams, instances_from_semantic
+from napari_unet.errors import UserInputError
+from napari_unet.core.inference import TileProgress
+from napari_unet.core.postprocess import InstanceParams, instances_from_semantic
 
 # A block's piece and its neighbour's piece are the same object when they
 # share more than this fraction of the smaller one (counted near the seam).

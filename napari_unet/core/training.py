@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .autocontext import add_forest_inputs, image_features
-from .errors import UserInputError
-from .implied import implied_background
-from .samples import IGNORE, PatchSampler, class_weights, prepare, validation_patches
+from napari_unet.core.autocontext import add_forest_inputs, image_features
+from napari_unet.errors import UserInputError
+from napari_unet.core.implied import implied_background
+from napari_unet.core.samples import IGNORE, PatchSampler, class_weights, prepare, validation_patches
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,147 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.core.checkpoint import FORMAT, load_checkpoint
+from napari_unet.errors import ModelFileError
+from napari_unet.core.model import UNetConfig
+from napari_unet.core.segmenter import Segmenter
+from napari_unet.core.training import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def trained_segmenter():
+    from tests.helpers import blobs_image
+
+    image, _, ann = blobs_image()
+    seg = Segmenter(UNetConfig(1, 2, depth=2, width=8), device="cpu", class_names=["background", "nucleus"])
+    seg.fit(image, ann, TrainConfig(steps=8, patch_size=32, batch_size=2, seed=0))
+    return seg, image, ann
+
+
+def test_round_trip_keeps_everything(trained_segmenter, tmp_path):
+    seg, image, _ = trained_segmenter
+    path = seg.save(tmp_path / "model.pt")
+    loaded = Segmenter.load(path, device="cpu")
+    assert loaded.config == seg.config
+    assert loaded.normalization == seg.normalization
+    assert loaded.names() == ["background", "nucleus"]
+    assert loaded.history == seg.history and loaded.is_trained
+    np.testing.assert_array_equal(loaded.predict_probabilities(image), seg.predict_probabilities(image))
+
+
+def test_training_resumes_from_a_file(trained_segmenter, tmp_path):
+    seg, image, ann = trained_segmenter
+    loaded = Segmenter.load(seg.save(tmp_path / "m.pt"), device="cpu")
+    loaded.fit(image, ann, TrainConfig(steps=3, patch_size=32, batch_size=2))
+    assert {h["run"] for h in loaded.history} == {0, 1}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"this is not a model", "not a napari-unet model"),
+        (b"", "not a napari-unet model"),
+    ],
+)
+def test_garbage_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=message):
+        Segmenter.load(path)
+
+
+def test_other_torch_files_and_newer_formats_are_refused(tmp_path, trained_segmenter):
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(ModelFileError, match="not a napari-unet model"):
+        load_checkpoint(other)
+    newer = tmp_path / "newer.pt"
+    torch.save({"format": FORMAT, "format_version": 99, "state_dict": {}, "config": {}, "normalization": {}}, newer)
+    with pytest.raises(ModelFileError, match="newer napari-unet"):
+        load_checkpoint(newer)
+    mismatched = tmp_path / "mismatch.pt"
+    seg, _, _ = trained_segmenter
+    data = load_checkpoint(seg.save(tmp_path / "ok.pt"))
+    data["config"]["width"] = 16
+    torch.save(data, mismatched)
+    with pytest.raises(ModelFileError, match="does not fit"):
+        Segmenter.load(mismatched)
+    with pytest.raises(ModelFileError, match="not found"):
+        Segmenter.load(tmp_path / "missing.pt")
+
+
+def test_loading_executes_no_code(tmp_path):
+    """weights_only=True: a pickle that would run code is refused, and the code does not run."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"format": FORMAT, "x": Evil()}, f)
+    with pytest.raises(ModelFileError):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def _tampered(tmp_path, trained_segmenter, change):
+    seg, _, _ = trained_segmenter
+    data = load_checkpoint(seg.save(tmp_path / "ok.pt"))
+    change(data)
+    path = tmp_path / "tampered.pt"
+    torch.save(data, path)
+    return path
+
+
+def _set(key, value):
+    return lambda d: d.__setitem__(key, value)
+
+
+def _set_in(key, field, value):
+    return lambda d: d[key].__setitem__(field, value)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_set("config", "UNetConfig(in_channels=1)"), "config is a str"),
+        (_set("config", {}), "lacks in_channels"),
+        (_set_in("config", "depth", "2"), "'depth' is '2', not an integer"),
+        (_set_in("config", "n_classes", 2.0), "not an integer"),
+        (_set_in("config", "n_classes", 70000), "outside"),
+        (_set_in("config", "ndim", 4), "outside 2..3"),
+        (_set_in("config", "width", True), "not an integer"),
+        (_set("normalization", "percentile"), "normalisation is a str"),
+        (_set("normalization", {"low_percentile": "x", "high_percentile": [1]}), "'low_percentile'"),
+        (_set_in("normalization", "per_image", "yes"), "per_image"),
+        (_set_in("normalization", "low", float("nan")), "'low'"),
+        (_set_in("normalization", "high_percentile", 500.0), "'high_percentile'"),
+        (_set("state_dict", [1, 2, 3]), "weights"),
+        (lambda d: d["state_dict"].__setitem__(next(iter(d["state_dict"])), torch.tensor([float("nan")])), "NaN"),
+        (_set("class_names", "background"), "class names"),
+        (_set("class_names", ["background"]), "names 1 classes"),
+        (_set("history", {"run": 0}), "history is not a list"),
+        (_set("history", [{"run": "zero", "step": 1}]), "history"),
+    ],
+)
+def test_malformed_model_files_are_refused_naming_the_file(tmp_path, trained_segmenter, change, message):
+    path = _tampered(tmp_path, trained_segmenter, change)
+    with pytest.raises(ModelFileError, match="tampered.pt") as exc:
+        Segmenter.load(path, device="cpu")
+    assert message in str(exc.value)
+
+
+def test_an_unavailable_device_is_not_blamed_on_the_file(tmp_path, trained_segmenter, monkeypatch):
+    from napari_unet.errors import UserInputError
+
+    seg, _, _ = trained_segmenter
+    path = seg.save(tmp_path / "m.pt")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserInputError) as exc:
+        Segmenter.load(path, device="cuda")
+    assert not isinstance(exc.value, ModelFileError) and "no CUDA GPU" in str(exc.value)
