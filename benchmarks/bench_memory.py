@@ -94,7 +94,7 @@ class AnonPeak:
             self.peak = max(self.peak, proc_status().get("RssAnon", 0))
             time.sleep(self.interval)
 
-    def __enter__(self) -> "AnonPeak":
+    def __enter__(self) -> AnonPeak:
         self.peak = proc_status().get("RssAnon", 0)
         self._thread.start()
         return self
@@ -198,13 +198,12 @@ def child_large(case: str, fmt: str, shape: tuple[int, int, int], block: int, mo
     """One larger-than-memory measurement (fresh process): lazy input -> on-disk semantic + instances."""
     import torch
 
-    from napari_unet.io.axes import Planes
     from napari_unet.core.postprocess import InstanceParams
+    from napari_unet.core.progress import drive
     from napari_unet.core.segmenter import Segmenter
-    from napari_unet.core.stack import iter_predict_stack
-    from napari_unet.core.blockwise import predict_plane
-    from napari_unet.io.stores import open_lazy, open_output
     from napari_unet.eval.synthetic import make_nuclei
+    from napari_unet.io.axes import Planes
+    from napari_unet.io.stores import open_lazy, open_output
 
     torch.manual_seed(0)
     seg = Segmenter.load(model, device="cpu")
@@ -222,16 +221,9 @@ def child_large(case: str, fmt: str, shape: tuple[int, int, int], block: int, mo
     with AnonPeak() as anon:
         with open_output(tmp / f"semantic{ext}", label_shape, np.uint8) as semantic, open_output(tmp / f"instances{ext}", label_shape, np.uint32) as instances:
             if z == 1:
-                gen = predict_plane(seg, Planes(image, "YX").image(), semantic, instances, params, block=block)
-                while True:
-                    try:
-                        next(gen)
-                    except StopIteration as stop:
-                        n_objects = int(stop.value)
-                        break
+                n_objects = int(drive(seg.predict_plane(Planes(image, "YX").image(), semantic, instances, params, block=block)))
             else:
-                for _ in iter_predict_stack(seg, Planes(image, "ZYX"), semantic, instances, params):
-                    pass
+                drive(seg.predict_stack(Planes(image, "ZYX"), semantic, instances, params))
                 n_objects = None
     seconds = time.perf_counter() - t0
     after = proc_status()
@@ -274,8 +266,8 @@ def _train(path: Path, steps: int) -> None:
     import torch
 
     from napari_unet.core.segmenter import Segmenter
-    from napari_unet.eval.synthetic import make_nuclei
     from napari_unet.core.training import TrainConfig
+    from napari_unet.eval.synthetic import make_nuclei
 
     torch.manual_seed(0)
     sample = make_nuclei((256, 256), seed=0)

@@ -96,7 +96,7 @@ def make_viewer():
     viewer.add_image(sample.image, name="nuclei", colormap="gray")
     annotations = widget.new_annotations()
     annotations.data = sample.annotations.copy()
-    widget.auto_predict.setChecked(False)  # measure training alone
+    widget.prediction_panel.auto_predict.setChecked(False)  # measure training alone
     for _ in range(20):
         QApplication.processEvents()
     return viewer, widget, sample
@@ -112,8 +112,8 @@ def run_widget(widget, settings: dict, seed: int, timeout_s: float = 3600) -> di
     adv.budget_unit.setCurrentText("steps")
     adv.budget.setValue(settings["steps"])
     adv.device.setCurrentText("cpu")
-    widget.seed = seed
-    widget.reset_model()  # every run starts from the same fresh model
+    widget.session.seed = seed
+    widget.session.reset_model()  # every run starts from the same fresh model
 
     import napari_unet._qt.widget as widget_module
 
@@ -134,14 +134,14 @@ def run_widget(widget, settings: dict, seed: int, timeout_s: float = 3600) -> di
     probe = Probe()
     probe.start()
     try:
-        widget.train()
+        widget.session.train()
         guard.start(int(timeout_s * 1000))
         loop.exec()
     finally:
         widget_module.train_steps = original
     stalls = probe.stop()
     widget.training_finished.disconnect(loop.quit)
-    last = widget._last_progress
+    last = widget.session.last_progress
     if last is None or not last.done:
         raise RuntimeError("the widget's training did not finish")
     return {
@@ -152,7 +152,7 @@ def run_widget(widget, settings: dict, seed: int, timeout_s: float = 3600) -> di
         "stall_max_ms": float(stalls.max()) if stalls.size else 0.0,
         "stall_p99_ms": float(np.percentile(stalls, 99)) if stalls.size else 0.0,
         "probes": int(stalls.size),
-        "plot_redraws": widget.loss_plot.draw_count,
+        "plot_redraws": widget.training_panel.loss_plot.draw_count,
     }
 
 

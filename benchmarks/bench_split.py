@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     """Score the three splits on every instance case and save ``split.json``."""
     from skimage.measure import label
 
-    from napari_unet.eval.metrics import instance_f1
     from napari_unet.core.postprocess import InstanceParams, split_instances
+    from napari_unet.eval.metrics import instance_f1
 
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")

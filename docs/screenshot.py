@@ -56,7 +56,7 @@ def _open_sample(viewer, widget):
     viewer.open_sample("napari-stroke-unet", "nuclei")
     strokes = viewer.layers["nuclei annotations"].data.copy()
     viewer.layers.remove("nuclei annotations")
-    widget.image_combo.setCurrentText("nuclei")
+    widget.data_panel.image_combo.setCurrentText("nuclei")
     annotations = widget.new_annotations()
     annotations.data = strokes
     return annotations
@@ -72,13 +72,13 @@ def _open_stack(viewer, widget):
     samples = make_nuclei_set(6, (256, 256), seed=0)
     # Six separate images, not a volume: a series (TYX), so objects are per image.
     viewer.add_image(np.stack([s.image for s in samples]), name="nuclei stack", metadata={"axes": "TYX"})
-    widget.image_combo.setCurrentText("nuclei stack")
+    widget.data_panel.image_combo.setCurrentText("nuclei stack")
     annotations = widget.new_annotations()
     strokes = np.zeros(annotations.data.shape, annotations.data.dtype)
     for plane in (0, 3):
         strokes[plane] = samples[plane].annotations
     annotations.data = strokes
-    widget.predict_scope.setCurrentText(WHOLE_STACK)
+    widget.prediction_panel.scope.setCurrentText(WHOLE_STACK)
     return annotations
 
 
@@ -90,7 +90,7 @@ def _open_em(viewer, widget):
 
     images, labels = load_em()
     viewer.add_image(images[0], name="EM section")
-    widget.image_combo.setCurrentText("EM section")
+    widget.data_panel.image_combo.setCurrentText("EM section")
     annotations = widget.new_annotations()
     annotations.data = sparse_strokes(labels[0] > 0, seed=0, n_object=40, n_background=40)
     return annotations
@@ -123,13 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         annotations = _open_sample(viewer, widget)
 
     widget.advanced.budget.setValue(args.steps)
-    widget.seed = 0
+    widget.session.seed = 0
     finished = []
     widget.prediction_finished.connect(lambda: finished.append(True))
     started = time.monotonic()
-    widget.train()  # "predict after training" is on: the labels follow
+    widget.session.train()  # "predict after training" is on: the labels follow
     _wait(app, lambda: finished, timeout=1800)
-    print(f"trained {args.steps} steps and predicted in {time.monotonic() - started:.0f} s: {widget.train_progress.format()}")
+    print(f"trained {args.steps} steps and predicted in {time.monotonic() - started:.0f} s: {widget.training_panel.progress.format()}")
 
     viewer.layers.selection.active = annotations  # the strokes layer, as while painting
     for _ in range(25):  # let napari lay out the window at its final size

@@ -1,7 +1,17 @@
 """napari-unet: a U-Net trained interactively from painted strokes in napari.
 
+The engine works without napari::
+
+    from napari_unet import Segmenter, TrainConfig
+
+    segmenter = Segmenter(device="auto")
+    for progress in segmenter.train([image], [annotations], TrainConfig(steps=200)):
+        pass  # one report per step
+    semantic, instances = segmenter.segment(other_image)
+
 Importing this package is deliberately cheap (no torch, napari or Qt): the
-CLI, the napari manifest and the tests all import it first.
+names in :data:`__all__` are imported on first use. The CLI, the napari
+manifest and the tests all import it first.
 
 The distribution (``pip install napari-stroke-unet``) and the napari plugin
 are called :data:`DISTRIBUTION`; the import package and the command stay
@@ -9,14 +19,38 @@ are called :data:`DISTRIBUTION`; the import package and the command stay
 name ``napari-unet`` on PyPI (with its own ``napari_unet`` package).
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
+import importlib
+from typing import Any
+
+#: The version, written only here (pyproject.toml reads it).
+__version__ = "0.1.0"
 #: Name of the distribution on PyPI, of the npe2 manifest and of the napari plugin.
 DISTRIBUTION = "napari-stroke-unet"
 
-try:
-    __version__ = version(DISTRIBUTION)
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.1.0"
+#: The public engine objects and the module each lives in (imported lazily).
+_API = {
+    "Segmenter": "napari_unet.core.segmenter",
+    "TrainConfig": "napari_unet.core.training",
+    "TrainProgress": "napari_unet.core.training",
+    "UNetConfig": "napari_unet.core.model",
+    "InstanceParams": "napari_unet.core.postprocess",
+    "Planes": "napari_unet.io.axes",
+    "UserInputError": "napari_unet.errors",
+    "ModelFileError": "napari_unet.errors",
+}
 
-__all__ = ["DISTRIBUTION", "__version__"]
+__all__ = ["DISTRIBUTION", "__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value  # next time without this hook
+        return value
+    raise AttributeError(f"module 'napari_unet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

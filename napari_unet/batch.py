@@ -1,32 +1,37 @@
 """Prediction of many N-D image files, in parallel through dask.
 
-Used by ``napari-unet predict``. Each input is opened lazily, predicted
-plane by plane (or volume by volume for a 3D model) with
-:func:`napari_unet.core.stack.iter_predict_stack` straight into on-disk
+Used by ``napari-unet predict``. Each input (found and opened by
+:mod:`napari_unet.io.inputs`) is opened lazily, predicted plane by plane (or volume by volume for a 3D model) with
+:meth:`napari_unet.core.segmenter.Segmenter.predict_stack` straight into on-disk
 outputs, so memory stays bounded however large the files are. Files are
 spread over dask workers: threads of the local scheduler by default, or an
 existing ``dask.distributed`` cluster given by its address. There is no
 process pool of our own.
 
 A file that fails is reported by name; the others are still written.
+
+Process-wide state: :func:`load_segmenter` keeps every model it loaded in a
+module-level cache guarded by a lock (one copy per process, shared by the
+threads of a dask worker), and :func:`predict_batch` sets torch's thread
+count for the duration of a local run (restored afterwards).
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import threading
 import traceback
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from napari_unet.core.progress import drive
 from napari_unet.errors import UserInputError
+from napari_unet.io.inputs import image_planes
 
-TIFF_SUFFIXES = (".tif", ".tiff")
 FORMATS = ("tif", "zarr")
 # Label-shaped outputs up to this many pixels are computed in memory and
 # written as compressed TIFFs of the smallest integer type (the format of
@@ -37,60 +42,7 @@ IN_MEMORY_PIXELS = 4096 * 4096
 CONNECT_TIMEOUT = 10.0
 
 
-# -- inputs ------------------------------------------------------------------
-def _is_pattern(text: str) -> bool:
-    return any(ch in text for ch in "*?[")
-
-
-def _tiffs_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith("."))
-
-
-def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Files named by the user: files, folders (their TIFFs) and glob patterns.
-
-    Globs are expanded here rather than by the shell so that quoted patterns
-    work the same on every shell (including Windows, whose shells do not
-    expand them).
-
-    Parameters
-    ----------
-    inputs : sequence of str
-        File paths, folder paths (every ``*.tif``/``*.tiff`` inside, sorted,
-        not recursive) or glob patterns (``**`` recurses).
-
-    Returns
-    -------
-    list of pathlib.Path
-        Absolute paths without duplicates, in the order given.
-
-    Raises
-    ------
-    UserInputError
-        For a missing path, an empty folder or a pattern matching nothing.
-    """
-    found: list[Path] = []
-    for text in inputs:
-        path = Path(text).expanduser()
-        if path.is_dir():
-            files = _tiffs_in(path)
-            if not files:
-                raise UserInputError(f"folder {text!r} has no .tif/.tiff files")
-        elif path.is_file():
-            files = [path]
-        elif _is_pattern(text):
-            files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-            if not files:
-                raise UserInputError(f"no files match {text!r}")
-        else:
-            raise UserInputError(f"file not found: {text!r}")
-        found.extend(files)
-    unique: dict[Path, None] = {}
-    for p in found:
-        unique.setdefault(p.resolve(), None)
-    return list(unique)
-
-
+# -- outputs ------------------------------------------------------------------
 def output_paths(files: Sequence[Path], folder: Path, fmt: str, instances: bool) -> list[tuple[Path, Path | None]]:
     """``(semantic, instances)`` output paths, ``<stem>_semantic.<fmt>`` in ``folder``.
 
@@ -127,113 +79,23 @@ def measurements_path(semantic: Path) -> Path:
     return semantic.with_name(f"{stem}_objects.csv")
 
 
-def open_image(path: str | os.PathLike):
-    """Open an image file lazily (nothing but the header is read).
+def planes_for_model(path: str | os.PathLike, axes: str | None, spatial_ndim: int, channels: int | None = None):
+    """:func:`~napari_unet.io.inputs.image_planes`, with a model's input channels checked.
 
-    TIFFs are memory-mapped or opened through zarr
-    (:func:`~napari_unet.io.tiff.open_tiff_lazy`); ``.zarr`` arrays
-    through :func:`~napari_unet.io.stores.open_lazy`.
-
-    Raises
-    ------
-    UserInputError
-        If the file is missing or unreadable.
-    """
-    from napari_unet.io.tiff import open_tiff_lazy
-
-    path = Path(path)
-    if path.suffix.lower() == ".zarr" and path.exists():
-        from napari_unet.io import stores
-        opener = stores.open_lazy
-    elif not path.is_file():
-        raise UserInputError(f"file not found: {str(path)!r}")
-    else:
-        opener = open_tiff_lazy
-    try:
-        data = opener(path)
-    except UserInputError:
-        raise
-    except Exception as exc:  # readers raise many types for damaged files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserInputError(f"cannot read {str(path)!r} ({reason})") from exc
-    if 0 in tuple(data.shape):
-        raise UserInputError(f"cannot read {str(path)!r} as a TIFF image (no image data found)")
-    if np.dtype(data.dtype).kind not in "uifb":
-        raise UserInputError(f"{str(path)!r}: unsupported pixel type {data.dtype}")
-    return data
-
-
-def resolve_axes(path: str | os.PathLike, shape: tuple[int, ...], axes: str | None) -> tuple[str, str | None]:
-    """The axes of an image file and a note for the user, if any.
-
-    ``axes`` (from ``--axes``) wins when given, checked against the shape;
-    else the file's own metadata (ImageJ hyperstacks, OME-TIFF, RGB TIFFs);
-    else a guess from the shape, with a note saying so.
-
-    Returns
-    -------
-    (str, str or None)
-        The axes string and a one-line note to print (None when nothing
-        needs saying).
-
-    Raises
-    ------
-    UserInputError
-        If ``axes`` does not fit the shape.
-    """
-    from napari_unet.io.axes import axes_from_tiff, normalize_axes
-
-    name = Path(path).name
-    try:
-        stored = axes_from_tiff(path)
-    except Exception:  # metadata is a hint only; a bad header fails when read
-        stored = None
-    if stored is not None and len(stored) != len(shape):
-        stored = None
-    if axes is not None:
-        try:
-            chosen = normalize_axes(axes.upper(), tuple(shape))
-        except UserInputError as exc:
-            raise UserInputError(f"{name}: {exc}") from exc
-        note = None
-        if stored is not None and stored != chosen:
-            note = f"note: {name}'s metadata says {stored}; using --axes {chosen}"
-        return chosen, note
-    if stored is not None:
-        return normalize_axes(stored, tuple(shape)), None
-    guessed = normalize_axes(None, tuple(shape))
-    # A 2D image can only be YX: nothing worth saying.
-    note = None if len(shape) == 2 else f"reading {name} as {guessed} (guessed; use --axes to change)"
-    return guessed, note
-
-
-def image_planes(path: str | os.PathLike, axes: str | None, spatial_ndim: int, data=None, channels: int | None = None):
-    """Open ``path`` lazily as :class:`~napari_unet.io.axes.Planes`.
-
-    ``channels`` (a model's input channels), when given, is checked here so
-    a mismatch fails before any work starts.
+    ``channels`` (the model's ``in_channels``), when given, is checked here
+    so a mismatch fails, naming the file, before any work starts.
 
     Returns
     -------
     (Planes, str or None)
-        The planes and a note about the axes (see :func:`resolve_axes`).
+        The planes and a note about the axes (see
+        :func:`~napari_unet.io.inputs.resolve_axes`).
     """
-    from napari_unet.io.axes import Planes
-
-    if data is None:
-        data = open_image(path)
-    chosen, note = resolve_axes(path, tuple(data.shape), axes)
-    name = Path(path).name
-    if spatial_ndim == 3 and "Z" not in chosen:
-        raise UserInputError(f"{name}: a 3D model needs volumes with a Z axis, but the image's axes are {chosen} (use --axes)")
-    try:
-        planes = Planes(data, chosen, spatial_ndim=spatial_ndim)
-    except UserInputError as exc:
-        raise UserInputError(f"{name}: {exc}") from exc
+    planes, note = image_planes(path, axes, spatial_ndim)
     if channels is not None and planes.channels != channels:
         from napari_unet.core.segmenter import channel_mismatch
 
-        raise UserInputError(f"{name}: {channel_mismatch(channels, planes.channels, planes.axes)}")
+        raise UserInputError(f"{Path(path).name}: {channel_mismatch(channels, planes.channels, planes.axes)}")
     return planes, note
 
 
@@ -256,26 +118,13 @@ def _is_zarr(path: Path) -> bool:
     return path.suffix.lower() == ".zarr"
 
 
-def _max_id(result, instances_out) -> int:
+def _objects(result, instances_out, planes) -> int:
     """Largest instance id: the stack generator's return value, else read back plane by plane."""
-
     if isinstance(result, (int, np.integer)):
         return int(result)
-    # Plane by plane (first axis) keeps a streamed output out of memory.
-    if instances_out.ndim == 0 or instances_out.shape[0] == 0:
-        return 0
-    return max(int(np.asarray(instances_out[i]).max(initial=0)) for i in range(instances_out.shape[0]))
+    from napari_unet.core.stack import largest_id
 
-
-def _drive(stack: Iterator, progress: Callable | None):
-    """Run a StackProgress generator to the end; return its return value."""
-    while True:
-        try:
-            item = next(stack)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(item)
+    return largest_id(instances_out, planes)
 
 
 def predict_planes(
@@ -308,9 +157,8 @@ def predict_planes(
     (list of Path, int)
         The files written and the number of objects (largest instance id).
     """
-    from napari_unet.io.atomic import atomic_group, scratch_dir
     from napari_unet.core.postprocess import InstanceParams
-    from napari_unet.core.stack import iter_predict_stack
+    from napari_unet.io.atomic import atomic_group, scratch_dir
     from napari_unet.io.tiff import write_labels, write_tiff
 
     params = params or InstanceParams()
@@ -323,8 +171,8 @@ def predict_planes(
         instances = np.zeros(shape, np.uint32)
         probabilities = np.zeros((n_classes,) + shape, np.float32) if probabilities_path else None
         measure = _measurements(segmenter, planes, semantic, instances, measurements_path)
-        stack = iter_predict_stack(segmenter, planes, semantic, instances, params, probabilities_out=probabilities, tile=tile, plane_done=measure)
-        result = _drive(stack, progress)
+        stack = segmenter.predict_stack(planes, semantic, instances, params, probabilities_out=probabilities, tile=tile, plane_done=measure)
+        result = drive(stack, progress)
         # Everything is computed before the first file is written; all are moved into place together.
         with atomic_group() as group:
             write_labels(semantic_path, semantic, group)
@@ -332,7 +180,7 @@ def predict_planes(
                 write_labels(instances_path, instances, group)
             if probabilities_path is not None:
                 write_tiff(probabilities_path, probabilities, group)
-        return outputs + _write_measurements(measure, measurements_path), _max_id(result, instances)
+        return outputs + _write_measurements(measure, measurements_path), _objects(result, instances, planes)
     from napari_unet.io import stores
     # The group is entered first so it commits last, after every store is flushed and closed.
     with atomic_group() as group, ExitStack() as stack:
@@ -350,15 +198,15 @@ def predict_planes(
                 stores.open_output(probabilities_path, (n_classes,) + shape, np.float32, axes="C" + planes.label_axes, group=group)
             )
         measure = _measurements(segmenter, planes, semantic, instances, measurements_path)
-        stack_steps = iter_predict_stack(segmenter, planes, semantic, instances, params, probabilities_out=probabilities, tile=tile, plane_done=measure)
-        result = _drive(stack_steps, progress)
-        objects = _max_id(result, instances)
+        stack_steps = segmenter.predict_stack(planes, semantic, instances, params, probabilities_out=probabilities, tile=tile, plane_done=measure)
+        result = drive(stack_steps, progress)
+        objects = _objects(result, instances, planes)
     # After the stores are in place: the CSV describes files that exist.
     return outputs + _write_measurements(measure, measurements_path), objects
 
 
 def _measurements(segmenter, planes, semantic, instances, path: Path | None):
-    """A per-plane measurement collector for ``iter_predict_stack`` (None without a CSV to write)."""
+    """A per-plane measurement collector for ``Segmenter.predict_stack`` (None without a CSV to write)."""
     if path is None:
         return None
     from napari_unet.core.measure import StackMeasurements
@@ -376,13 +224,25 @@ def _write_measurements(measure, path: Path | None) -> list[Path]:
 
 
 # Segmenters loaded on this process (a dask worker), shared by its threads:
-# inference only reads the weights, so one copy serves them all.
+# inference only reads the weights, so one copy serves them all. Never
+# emptied: a process loads a few models at most.
 _SEGMENTERS: dict[tuple, object] = {}
 _SEGMENTERS_LOCK = threading.Lock()
 
 
 def load_segmenter(model: str | os.PathLike, device: str = "auto"):
-    """Load a model file once per process (cached by path, modification time and device)."""
+    """Load a model file once per process (cached by path, modification time and device).
+
+    The cache is a module global (``_SEGMENTERS``) guarded by a lock, so the
+    threads of one dask worker share one copy of the weights: inference
+    only reads them. A model file replaced on disk (new modification time)
+    is loaded again; old entries stay until the process ends.
+
+    Returns
+    -------
+    Segmenter
+        The same object for every call with the same key.
+    """
     from napari_unet.core.segmenter import Segmenter
 
     path = Path(model).resolve()
@@ -416,7 +276,7 @@ def predict_file(
     result = FileResult(Path(path))
     try:
         segmenter = load_segmenter(model, device)
-        planes, _ = image_planes(path, axes, model_ndim(segmenter.config), channels=segmenter.config.in_channels)
+        planes, _ = planes_for_model(path, axes, model_ndim(segmenter.config), segmenter.config.in_channels)
         written, objects = predict_planes(
             segmenter,
             planes,
@@ -553,7 +413,7 @@ def plan_batch(
     guessed: dict[str, list[str]] = {}
     for path, out in zip(files, outputs):
         try:
-            planes, note = image_planes(path, axes, spatial_ndim, channels=channels)
+            planes, note = planes_for_model(path, axes, spatial_ndim, channels)
         except UserInputError as exc:
             plan.failed.append(FileResult(path, error=str(exc)))
             continue
@@ -589,7 +449,7 @@ def predict_batch(
     Parameters
     ----------
     files : sequence of Path
-        Inputs (see :func:`expand_inputs`).
+        Inputs (see :func:`~napari_unet.io.inputs.expand_inputs`).
     model : path
         Model file; loaded once here to check it, then once per worker process.
     folder : Path

@@ -29,16 +29,17 @@ import math
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from napari_unet.io.atomic import atomic_path
 from napari_unet.errors import UserInputError
+from napari_unet.io.atomic import atomic_path
 
 #: Side of the test input (and of the traced example), per spatial axis.
 TEST_SIZE = {2: (256, 256), 3: (32, 128, 128)}

@@ -8,6 +8,13 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
 
+# The layout's rules first (seconds): imports go one way (import-linter
+# contracts in pyproject.toml) and ruff finds no problem.
+echo "[test] ruff check"
+ruff check napari_unet tests benchmarks docs sample_data
+echo "[test] lint-imports"
+lint-imports
+
 rc=0
 python -m pytest "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -21,3 +20,13 @@ def _few_threads():
 def blobs():
     """(image, truth, annotations) of a 96² disc image."""
     return blobs_image()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for real training beside a GUI or another job: on 2 shared cores, two
+    OpenMP threads oversubscribe the CPU and spin-waiting makes training crawl."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

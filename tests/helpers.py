@@ -12,7 +12,8 @@ def blobs_image(shape=(96, 96), seed=0):
     (uint8: 1 background ring, 2 object cores, 0 elsewhere).
     """
     from skimage.draw import disk
-    from skimage.morphology import dilation, erosion, disk as fp
+    from skimage.morphology import dilation, erosion
+    from skimage.morphology import disk as fp
 
     rng = np.random.default_rng(seed)
     truth = np.zeros(shape, np.int32)

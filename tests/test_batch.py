@@ -1,13 +1,14 @@
-"""Folder / glob prediction through dask (napari_unet.batch and ``napari-unet predict`` with many inputs)."""
+"""Folder / glob prediction through dask (napari_unet.batch, napari_unet.io.inputs and ``napari-unet predict`` with many inputs)."""
 
 import numpy as np
 import pytest
 import tifffile
 
-from tests.helpers import blobs_image
 from napari_unet import batch
 from napari_unet.cli import main
 from napari_unet.errors import UserInputError
+from napari_unet.io import inputs
+from tests.helpers import blobs_image
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +50,18 @@ def _err_lines(capsys):
 def test_expand_inputs_files_folders_globs(folder, tmp_path):
     src, _ = folder
     names = lambda paths: [p.name for p in paths]  # noqa: E731
-    assert names(batch.expand_inputs([str(src)])) == ["a.tif", "b.tif", "c.tif"]
-    assert names(batch.expand_inputs([str(src / "[bc].tif")])) == ["b.tif", "c.tif"]
-    assert names(batch.expand_inputs([str(tmp_path / "**" / "a.tif")])) == ["a.tif"]
+    assert names(inputs.expand_inputs([str(src)])) == ["a.tif", "b.tif", "c.tif"]
+    assert names(inputs.expand_inputs([str(src / "[bc].tif")])) == ["b.tif", "c.tif"]
+    assert names(inputs.expand_inputs([str(tmp_path / "**" / "a.tif")])) == ["a.tif"]
     # Duplicates are predicted once, in the order first given.
-    assert names(batch.expand_inputs([str(src / "c.tif"), str(src)])) == ["c.tif", "a.tif", "b.tif"]
+    assert names(inputs.expand_inputs([str(src / "c.tif"), str(src)])) == ["c.tif", "a.tif", "b.tif"]
     with pytest.raises(UserInputError, match="no files match"):
-        batch.expand_inputs([str(src / "*.png")])
+        inputs.expand_inputs([str(src / "*.png")])
     with pytest.raises(UserInputError, match="file not found"):
-        batch.expand_inputs([str(src / "missing.tif")])
+        inputs.expand_inputs([str(src / "missing.tif")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserInputError, match="no .tif/.tiff files"):
-        batch.expand_inputs([str(tmp_path / "empty")])
+        inputs.expand_inputs([str(tmp_path / "empty")])
 
 
 def test_output_paths_never_overwrite_an_input_or_each_other(tmp_path):

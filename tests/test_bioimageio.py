@@ -10,8 +10,8 @@ import tifffile
 import torch
 import yaml
 
-from napari_unet.cli import main
 from napari_unet.bioimage_io import trace
+from napari_unet.cli import main
 from tests.helpers import blobs_image
 
 bioimageio_core = pytest.importorskip("bioimageio.core")

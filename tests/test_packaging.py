@@ -92,3 +92,58 @@ def test_manifest_validates_with_npe2() -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_io_imports_nothing_above_it() -> None:
+    """``napari_unet.io`` depends only on ``napari_unet.errors``: never the engine, the CLI or batch."""
+    code = (
+        "import napari_unet.io, pkgutil, importlib, sys\n"
+        "for m in pkgutil.walk_packages(napari_unet.io.__path__, 'napari_unet.io.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = sorted(k for k in sys.modules if k.startswith('napari_unet.') and k.split('.')[1] not in ('io', 'errors'))\n"
+        "assert not bad, bad\n"
+    )
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _cli_imports() -> dict[str, set[str]]:
+    """Each module of napari_unet.cli -> the modules of napari_unet.cli it imports (anywhere in it)."""
+    import ast
+
+    folder = REPO / "napari_unet" / "cli"
+    names = {p.stem for p in folder.glob("*.py")} - {"__init__", "__main__"}
+    graph: dict[str, set[str]] = {}
+    for name in names:
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "napari_unet.cli":
+                edges |= {a.name for a in node.names} & names
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("napari_unet.cli."):
+                edges.add(node.module.split(".")[2])
+            elif isinstance(node, ast.Import):
+                edges |= {a.name.split(".")[2] for a in node.names if a.name.startswith("napari_unet.cli.")}
+        graph[name] = edges
+    return graph
+
+
+def test_cli_modules_import_without_cycles() -> None:
+    """Lower modules of the CLI never import higher ones; nothing but ``__init__`` imports ``app``."""
+    from graphlib import CycleError, TopologicalSorter
+
+    graph = _cli_imports()
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as exc:  # pragma: no cover - the failure message
+        pytest.fail(f"import cycle in napari_unet.cli: {exc.args[1]}")
+    assert order[-1] == "app" and not any("app" in edges for edges in graph.values())
+    assert "demo" in graph and not graph["demo"] & {"app", "parser"}
+
+
+def test_tiff_suffixes_are_defined_once() -> None:
+    """One definition of what a TIFF is, shared by inputs, stores and the napari reader."""
+    from napari_unet.io import inputs, stores, tiff
+    from napari_unet.plugin import reader
+
+    assert inputs.TIFF_SUFFIXES is stores.TIFF_SUFFIXES is tiff.TIFF_SUFFIXES
+    assert reader.is_tiff is inputs.is_tiff is tiff.is_tiff

@@ -23,11 +23,10 @@ from qtpy.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider
 
-from napari_unet.core.postprocess import InstanceParams
-
-from napari_unet.plugin.colormaps import class_color
 from napari_unet._qt.loss_plot import LossPlot
 from napari_unet._qt.progress_bar import ProgressBar
+from napari_unet.core.postprocess import InstanceParams
+from napari_unet.plugin.colormaps import class_color
 
 #: Prediction scopes of a stack.
 CURRENT_PLANE, WHOLE_STACK = "current plane", "whole stack"

@@ -14,13 +14,14 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Generator
 from pathlib import Path
-from typing import Generator
 
 import numpy as np
 
 from napari_unet.core.inference import TileProgress
 from napari_unet.core.postprocess import InstanceParams, semantic_from_probabilities
+from napari_unet.core.progress import relay
 from napari_unet.core.stitch import iter_label_blockwise
 
 
@@ -141,7 +142,7 @@ def predict_plane(
         raise UserInputError("no model yet: train one or load a model file first")
     # A single-channel image may come without its C axis: the spatial shape
     # is the trailing model-ndim axes either way.
-    ndim = int(getattr(segmenter.config, "ndim", 2))
+    ndim = int(segmenter.config.ndim)
     spatial = tuple(int(s) for s in image.shape[-ndim:])
     for name, arr in (("semantic", semantic_out), ("instances", instances_out)):
         if arr is not None and tuple(arr.shape) != spatial:
@@ -166,12 +167,7 @@ def predict_plane(
         if instances_out is None:
             return id_offset
         labelling = iter_label_blockwise(semantic_out, instances_out, params, b, halo, id_offset)
-        while True:
-            try:
-                step = next(labelling)
-            except StopIteration as stop:
-                return stop.value
-            yield TileProgress(tiles + step.done, tiles + step.total)
+        return (yield from relay(labelling, lambda step: TileProgress(tiles + step.done, tiles + step.total)))
     finally:
         if scratch is not None:
             semantic_out = sink = None  # release the map before deleting its file

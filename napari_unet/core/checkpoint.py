@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from napari_unet.io.atomic import atomic_path
 from napari_unet.errors import ModelFileError
+from napari_unet.io.atomic import atomic_path
 
 FORMAT = "napari-unet-model"
 FORMAT_VERSION = 1

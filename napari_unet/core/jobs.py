@@ -12,23 +12,22 @@ from __future__ import annotations
 
 import copy
 import threading
-import time
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from napari_unet.io.axes import Planes, normalize_axes
-from napari_unet.core.blockwise import predict_plane
 from napari_unet.core.inference import TileProgress
 from napari_unet.core.measure import StackMeasurements, measure_objects, plane_spacing
 from napari_unet.core.postprocess import InstanceParams, postprocess
+from napari_unet.core.progress import forward, throttled
 from napari_unet.core.segmenter import Segmenter
-from napari_unet.core.stack import StackProgress, iter_predict_stack
-from napari_unet.core.progress import throttled
+from napari_unet.core.stack import StackProgress, largest_id, painted_indices
 from napari_unet.core.training import TrainConfig, TrainProgress
+from napari_unet.io.axes import Planes, normalize_axes
 
 #: Seconds between two progress reports sent to the GUI (about 4 a second).
 PROGRESS_INTERVAL = 0.25
@@ -127,11 +126,6 @@ def painted_planes(planes: Planes, annotations: Any, copy_images: bool) -> tuple
     return images, labels
 
 
-def painted_indices(planes: Planes, annotations: Any) -> list[tuple]:
-    """Loop indices of the planes (or volumes) whose annotations have any painted pixel."""
-    return [index for index in planes.indices() if np.asarray(annotations[planes.label_index(index)]).any()]
-
-
 def snapshot(segmenter: Segmenter) -> Segmenter:
     """A copy of ``segmenter`` whose model training cannot change underneath it.
 
@@ -204,43 +198,8 @@ def train_steps(
         steps.close()
 
 
-def _forward(steps: Generator, cancel: threading.Event | None, interval: float, is_final: Callable[[Any], bool]) -> Generator[Any, None, tuple[bool, Any]]:
-    """Pass on ``steps``' progress throttled; return (finished, its return value).
-
-    Checks ``cancel`` after every item; a cancelled run closes ``steps``
-    and returns ``(False, None)``.
-    """
-    last_sent, pending = -float("inf"), None
-    while True:
-        try:
-            item = next(steps)
-        except StopIteration as end:
-            if pending is not None:
-                yield pending
-            return True, end.value
-        if cancel is not None and cancel.is_set():
-            steps.close()
-            return False, None
-        now = time.monotonic()
-        if now - last_sent >= interval or is_final(item):
-            last_sent, pending = now, None
-            yield item
-        else:
-            pending = item
-
-
 def _as_planes(image: Any) -> Planes:
     return image if isinstance(image, Planes) else Planes(image, normalize_axes(None, tuple(image.shape)))
-
-
-def _max_other_planes(instances: Any, planes: Planes, index: tuple) -> int:
-    """The largest instance id outside plane ``index``, read plane by plane (bounded memory)."""
-    largest = 0
-    for other in planes.indices():
-        if other != tuple(index):
-            part = np.asarray(instances[planes.label_index(other)])
-            largest = max(largest, int(part.max()) if part.size else 0)
-    return largest
 
 
 def predict_steps(
@@ -286,13 +245,13 @@ def predict_steps(
     """
     planes = _as_planes(planes)
     index = tuple(index)
-    offset = _max_other_planes(instances, planes, index) if instances is not None and len(planes) > 1 else 0
+    offset = largest_id(instances, planes, skip=[index]) if instances is not None and len(planes) > 1 else 0
     spatial = tuple(planes.spatial_shape)
     probabilities = np.zeros((segmenter.config.n_classes,) + spatial, np.float32)
     semantic = np.zeros(spatial, np.uint8)
     labels = np.zeros(spatial, np.uint32)
-    steps = predict_plane(segmenter, planes.image(index), semantic, labels, params, probabilities_out=probabilities, tile=tile, id_offset=offset)
-    finished, _ = yield from _forward(steps, cancel, interval, lambda p: p.done == p.total)
+    steps = segmenter.predict_plane(planes.image(index), semantic, labels, params, probabilities_out=probabilities, tile=tile, id_offset=offset)
+    finished, _ = yield from forward(steps, interval, lambda p: p.done == p.total, cancel)
     if not finished:
         return None
     prediction = Prediction(probabilities, semantic, labels, params, index, offset)
@@ -315,12 +274,6 @@ def measure_prediction(prediction: Prediction, planes: Planes, class_names: Sequ
 
 class _Cancelled(Exception):
     """Raised inside the output stores' context so cancelled files are removed."""
-
-
-def _chunks(planes: Planes) -> tuple[int, ...]:
-    """Store chunks: one plane deep along loop axes, blocks in space (Z kept short)."""
-    sizes = dict(zip(planes.label_axes, planes.label_shape))
-    return tuple(min(sizes[a], 64 if a == "Z" else 1024) if a in planes.spatial_axes else 1 for a in planes.label_axes)
 
 
 def predict_stack_steps(
@@ -366,22 +319,22 @@ def predict_stack_steps(
         semantic = np.zeros(shape, np.uint8)
         instances = np.zeros(shape, np.uint32)
         measure = StackMeasurements(planes, semantic, instances, segmenter.names(), scale)
-        steps = iter_predict_stack(segmenter, planes, semantic, instances, params, tile=tile, plane_done=measure)
-        finished, _ = yield from _forward(steps, cancel, interval, is_final)
+        steps = segmenter.predict_stack(planes, semantic, instances, params, tile=tile, plane_done=measure)
+        finished, _ = yield from forward(steps, interval, is_final, cancel)
         return StackPrediction(semantic, instances, params, measurements=measure.table()) if finished else None
 
-    from napari_unet.io.stores import open_output
+    from napari_unet.io.stores import default_chunks, open_output
 
     store_dir = Path(store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
     paths = (store_dir / "semantic.zarr", store_dir / "instances.zarr")
     try:
         with ExitStack() as stack:
-            semantic = stack.enter_context(open_output(paths[0], shape, np.uint8, chunks=_chunks(planes), durable=False))
-            instances = stack.enter_context(open_output(paths[1], shape, np.uint32, chunks=_chunks(planes), durable=False))
+            semantic = stack.enter_context(open_output(paths[0], shape, np.uint8, chunks=default_chunks(shape, planes.spatial_ndim), durable=False))
+            instances = stack.enter_context(open_output(paths[1], shape, np.uint32, chunks=default_chunks(shape, planes.spatial_ndim), durable=False))
             measure = StackMeasurements(planes, semantic, instances, segmenter.names(), scale)
-            steps = iter_predict_stack(segmenter, planes, semantic, instances, params, tile=tile, plane_done=measure)
-            finished, _ = yield from _forward(steps, cancel, interval, is_final)
+            steps = segmenter.predict_stack(planes, semantic, instances, params, tile=tile, plane_done=measure)
+            finished, _ = yield from forward(steps, interval, is_final, cancel)
             if not finished:
                 raise _Cancelled  # the stores discard their temporaries
     except _Cancelled:

@@ -33,6 +33,7 @@ from torch import nn
 
 from napari_unet.core.filters import FilterBank
 from napari_unet.core.forest import Forest
+from napari_unet.errors import UserInputError
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class UNetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "UNetConfig":
+    def from_dict(cls, data: dict) -> UNetConfig:
         """Inverse of :meth:`to_dict`, ignoring unknown keys (missing ones keep the old architecture)."""
         return cls(**{k: int(data[k]) for k in cls.__dataclass_fields__ if k in data})
 
@@ -313,3 +314,15 @@ class UNet(nn.Module):
         if prior is not None:
             logits = logits + prior.to(logits.dtype)
         return logits[(Ellipsis, *(slice(0, s) for s in spatial))]
+
+
+def model_ndim(config: UNetConfig | None) -> int:
+    """Spatial dimensions of a model: its config's, 2 when there is no model yet."""
+    return int(config.ndim) if config is not None else 2
+
+
+def channel_mismatch(expected: int, got: int, axes: str | None = None) -> UserInputError:
+    """The error for an image whose channel count the model was not trained on."""
+    where = f" (axes {axes!r})" if axes else ""
+    hint = "" if axes else "; check which axis holds the channels"
+    return UserInputError(f"the model expects {expected} channel(s) but the image has {got}{where}{hint}")

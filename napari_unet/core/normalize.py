@@ -45,7 +45,7 @@ class Normalization:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Normalization":
+    def from_dict(cls, data: dict) -> Normalization:
         """Inverse of :meth:`to_dict`, ignoring unknown keys."""
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**fields)

@@ -7,20 +7,21 @@ The CLI, the napari widget and the benchmarks all go through
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from napari_unet.core.checkpoint import load_checkpoint, save_checkpoint
 from napari_unet.core.device import describe_device, resolve_device
-from napari_unet.errors import ModelFileError, UserInputError
 from napari_unet.core.inference import TileProgress, default_tiling, iter_predict_tiled
-from napari_unet.core.model import UNet, UNetConfig, default_config
+from napari_unet.core.model import UNet, UNetConfig, channel_mismatch, default_config, model_ndim
 from napari_unet.core.normalize import Normalization, apply_range, fit_normalization, image_range
 from napari_unet.core.samples import annotations_to_targets, check_annotations
 from napari_unet.core.training import TrainConfig, TrainProgress, train_model
+from napari_unet.errors import ModelFileError, UserInputError
 
 
 def as_channels_first(image, ndim: int = 2):
@@ -41,18 +42,6 @@ def as_channels_first(image, ndim: int = 2):
     if ndim == 3:
         raise UserInputError(f"expected a 3D volume (Z, Y, X) or (C, Z, Y, X), got shape {tuple(image.shape)}")
     raise UserInputError(f"expected a 2D image (Y, X) or (C, Y, X), got shape {tuple(image.shape)}")
-
-
-def model_ndim(config: UNetConfig | None) -> int:
-    """Spatial dimensions of a model (2 for configs from before 3D models existed)."""
-    return int(getattr(config, "ndim", 2)) if config is not None else 2
-
-
-def channel_mismatch(expected: int, got: int, axes: str | None = None) -> UserInputError:
-    """The error for an image whose channel count the model was not trained on."""
-    where = f" (axes {axes!r})" if axes else ""
-    hint = "" if axes else "; check which axis holds the channels"
-    return UserInputError(f"the model expects {expected} channel(s) but the image has {got}{where}{hint}")
 
 
 def check_image(image) -> None:
@@ -90,14 +79,13 @@ class Segmenter:
         self.normalization = Normalization()
         self.class_names = list(class_names) if class_names else None
         self.history: list[dict] = []
+        self._loaded = False  # weights came from a file (a loaded model may have no history)
 
     # -- state ---------------------------------------------------------------
     @property
     def is_trained(self) -> bool:
         """True once the model has weights from training or a file."""
         return self.model is not None and bool(self.history or self._loaded)
-
-    _loaded = False
 
     @property
     def device_label(self) -> str:
@@ -111,7 +99,7 @@ class Segmenter:
         self.history = []
         self._loaded = False
 
-    def to(self, device: str | torch.device) -> "Segmenter":
+    def to(self, device: str | torch.device) -> Segmenter:
         """Move to another device (e.g. after the user changes it)."""
         self.device = resolve_device(device)
         if self.model is not None:
@@ -261,6 +249,31 @@ class Segmenter:
         yield from iter_predict_tiled(self.model, image, low, high, out, self.device, tile, overlap, batch_size)
         yield out
 
+    def predict_plane(self, image, semantic_out, instances_out, params=None, **kwargs) -> Generator[TileProgress, None, int]:
+        """Labels of one plane (or volume) of any size, written block by block into the outputs.
+
+        See :func:`napari_unet.core.blockwise.predict_plane` (``probabilities_out``,
+        ``tile``, ``id_offset``, ``block``); yields :class:`TileProgress`
+        and returns the largest instance id written.
+        """
+        from napari_unet.core.blockwise import predict_plane
+        from napari_unet.core.postprocess import InstanceParams
+
+        return (yield from predict_plane(self, image, semantic_out, instances_out, params or InstanceParams(), **kwargs))
+
+    def predict_stack(self, planes, semantic_out, instances_out, params=None, **kwargs) -> Generator[Any, None, int]:
+        """Labels of an N-D image (every plane, or ``indices``) written into label-shaped outputs.
+
+        See :func:`napari_unet.core.stack.iter_predict_stack` (``indices``,
+        ``probabilities_out``, ``tile``, ``plane_done``, ``objects_3d``);
+        yields :class:`~napari_unet.core.stack.StackProgress` and returns the
+        largest instance id written.
+        """
+        from napari_unet.core.postprocess import InstanceParams
+        from napari_unet.core.stack import iter_predict_stack
+
+        return (yield from iter_predict_stack(self, planes, semantic_out, instances_out, params or InstanceParams(), **kwargs))
+
     def predict_probabilities(self, image, **kwargs) -> np.ndarray:
         """Class probabilities ``(n_classes, *spatial)``; see :meth:`iter_predict` for options."""
         for item in self.iter_predict(image, **kwargs):
@@ -338,7 +351,7 @@ class Segmenter:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "Segmenter":
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> Segmenter:
         """Load a model file written by :meth:`save`.
 
         Raises

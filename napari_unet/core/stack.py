@@ -10,16 +10,17 @@ a plane's blocks, never the stack.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Generator, Sequence
 
 import numpy as np
 
-from napari_unet.io.axes import Planes, view
-from napari_unet.errors import UserInputError
 from napari_unet.core.inference import TileProgress
+from napari_unet.core.model import channel_mismatch, model_ndim
 from napari_unet.core.postprocess import InstanceParams
-from napari_unet.core.segmenter import channel_mismatch, model_ndim
+from napari_unet.core.progress import relay
+from napari_unet.errors import UserInputError
+from napari_unet.io.axes import Planes, view
 
 
 def _read_plane(planes: Planes, index, which: str) -> np.ndarray:
@@ -39,6 +40,25 @@ def _read_plane(planes: Planes, index, which: str) -> np.ndarray:
         where = f" (plane {', '.join(str(i) for i in index)})" if index else ""
         raise UserInputError(f"{which} contains NaN or infinite pixel values{where}")
     return image
+
+
+def painted_indices(planes: Planes, annotations) -> list[tuple]:
+    """Loop indices of the planes (or volumes) whose label-shaped ``annotations`` have any painted pixel (read one plane at a time)."""
+    return [index for index in planes.indices() if np.asarray(annotations[planes.label_index(index)]).any()]
+
+
+def largest_id(instances, planes: Planes, skip: Sequence[tuple] = ()) -> int:
+    """The largest id in label-shaped ``instances``, read one plane at a time, leaving out the planes in ``skip``.
+
+    New ids of a plane (or of planes) predicted again start after it, so ids
+    stay unique across the stack without holding it in memory.
+    """
+    left_out = {tuple(index) for index in skip}
+    top = 0
+    for index in planes.indices():
+        if index not in left_out:
+            top = max(top, int(np.max(np.asarray(instances[planes.label_index(index)]), initial=0)))
+    return top
 
 
 def training_data(items: Sequence[tuple[Planes, object]], names: Sequence[str] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -86,12 +106,9 @@ def training_data(items: Sequence[tuple[Planes, object]], names: Sequence[str] |
             )
         elif planes.spatial_ndim != first.spatial_ndim:
             raise UserInputError("all training images must be used in the same number of spatial dimensions (2D or 3D)")
-        for index in planes.indices():
-            # Annotation layers are in memory (napari paints numpy); read the plane's strokes only.
-            plane_ann = np.asarray(ann[planes.label_index(index)])
-            if plane_ann.any():
-                images.append(_read_plane(planes, index, which))
-                annotations.append(plane_ann)
+        for index in painted_indices(planes, ann):
+            images.append(_read_plane(planes, index, which))
+            annotations.append(np.array(ann[planes.label_index(index)], copy=True))
     if not images:
         raise UserInputError("no annotations: paint background (label 1) and at least one object class (label 2) first")
     return images, annotations
@@ -213,11 +230,7 @@ def iter_predict_stack(
         offset = 0
     else:
         todo = list(dict.fromkeys(tuple(int(i) for i in index) for index in indices))
-        skip = set(todo)
-        offset = 0
-        for index in planes.indices():
-            if index not in skip:
-                offset = max(offset, int(np.max(np.asarray(instances_out[planes.label_index(index)]), initial=0)))
+        offset = largest_id(instances_out, planes, skip=todo)
 
     total = len(todo)
     relabel_3d = makes_3d_objects(segmenter, planes, indices) and objects_3d is not False
@@ -238,13 +251,7 @@ def iter_predict_stack(
             tile=tile,
             id_offset=offset,
         )
-        while True:
-            try:
-                progress = next(gen)
-            except StopIteration as finished:
-                top = finished.value
-                break
-            yield StackProgress(done, total, progress)
+        top = yield from relay(gen, lambda tile, done=done: StackProgress(done, total, tile))
         offset = max(offset, int(top) if top is not None else offset)
         if plane_done is not None and not relabel_3d:
             plane_done(index, probs)
@@ -298,11 +305,5 @@ def _relabel_in_3d(planes: Planes, semantic_out, instances_out, params: Instance
         at = dict(zip(others, index))
         fixed = tuple(at.get(a) for a in label_axes)
         gen = iter_label_blockwise(view(semantic_out, fixed, kept), view(instances_out, fixed, kept), params, id_offset=offset)
-        while True:
-            try:
-                progress = next(gen)
-            except StopIteration as finished:
-                offset = int(finished.value)
-                break
-            yield StackProgress(total, total, progress)
+        offset = int((yield from relay(gen, lambda tile: StackProgress(total, total, tile))))
     return offset

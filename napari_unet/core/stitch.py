@@ -15,14 +15,15 @@ or zarr arrays.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import replace
-from typing import Generator
 
 import numpy as np
 
-from napari_unet.errors import UserInputError
 from napari_unet.core.inference import TileProgress
 from napari_unet.core.postprocess import InstanceParams, instances_from_semantic
+from napari_unet.core.progress import drive
+from napari_unet.errors import UserInputError
 
 # A block's piece and its neighbour's piece are the same object when they
 # share more than this fraction of the smaller one (counted near the seam).
@@ -222,9 +223,4 @@ def label_blockwise(semantic, out, params: InstanceParams, block: int = 2048, ha
     be split slightly differently than in one pass; pieces matched across a
     seam are always merged, so no object is cut.
     """
-    gen = iter_label_blockwise(semantic, out, params, block, halo, id_offset)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drive(iter_label_blockwise(semantic, out, params, block, halo, id_offset))

@@ -12,17 +12,17 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from napari_unet.core.autocontext import add_forest_inputs, image_features
-from napari_unet.errors import UserInputError
 from napari_unet.core.implied import implied_background
 from napari_unet.core.samples import IGNORE, PatchSampler, class_weights, prepare, validation_patches
+from napari_unet.errors import UserInputError
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def train_model(
     if config.seed is not None:
         torch.manual_seed(config.seed)
     n_classes = model.config.n_classes
-    ndim = getattr(model.config, "ndim", 2)
+    ndim = model.config.ndim
     for image, target in zip(images, targets):
         if target.ndim != ndim:
             raise UserInputError(f"a {ndim}D model cannot train on {target.ndim}D annotations of shape {tuple(target.shape)}")

@@ -11,9 +11,10 @@ Only numpy, scipy and scikit-image are used, so this module is Qt-free.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi

@@ -27,8 +27,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from napari_unet.errors import UserInputError
 

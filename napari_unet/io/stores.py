@@ -12,16 +12,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from napari_unet.io.atomic import AtomicGroup, atomic_group
 from napari_unet.errors import UserInputError
+from napari_unet.io.atomic import AtomicGroup, atomic_group
+from napari_unet.io.tiff import TIFF_SUFFIXES
 
 ZARR_SUFFIXES = (".zarr",)
-TIFF_SUFFIXES = (".tif", ".tiff")
 # Classic TIFF addresses 4 GB with 32-bit offsets; stay well below.
 _BIGTIFF_BYTES = 2**31
 
@@ -35,10 +35,28 @@ def _kind(path: Path) -> str:
     raise UserInputError(f"cannot write {str(path)!r}: the output must end with .zarr, .tif or .tiff")
 
 
-def default_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Chunks of one plane's (up to) 1024 x 1024 pixels: one plane or band is written at a time."""
-    lead = (1,) * (len(shape) - 2)
-    return lead + tuple(max(1, min(int(s), 1024)) for s in shape[-2:])
+def default_chunks(shape: tuple[int, ...], spatial_ndim: int = 2, block: int = 1024) -> tuple[int, ...]:
+    """The one chunking rule for label-shaped stores: a plane (or volume) is written at a time.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The store's shape, spatial axes last.
+    spatial_ndim : int
+        2, or 3 when the last three axes are one volume (a 3D model's Z Y X).
+    block : int
+        Chunk side in Y and X.
+
+    Returns
+    -------
+    tuple of int
+        One deep along the loop axes, at most ``block`` in Y and X and at
+        most 64 along a spatial Z (a volume is read and written whole, so
+        its chunks stay a few MB).
+    """
+    lead = (1,) * (len(shape) - spatial_ndim)
+    z = (max(1, min(int(shape[-3]), 64)),) if spatial_ndim == 3 else ()
+    return lead + z + tuple(max(1, min(int(s), block)) for s in shape[-2:])
 
 
 def scratch_zarr(path: str | os.PathLike, shape, dtype):

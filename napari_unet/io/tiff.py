@@ -1,9 +1,9 @@
 """TIFF reading and writing with tifffile.
 
-N-D images come with their axes (:func:`read_image_axes`): those the file
-declares (ImageJ hyperstack, OME or tifffile metadata), else a guess from
-the shape; large files can be opened lazily (memory-mapped, or through
-zarr for compressed or tiled files) instead of read whole.
+Images are read whole and checked (:func:`read_image`), or opened lazily
+(:func:`open_tiff_lazy`: memory-mapped, or through zarr for compressed or
+tiled files) instead of read whole. Which axes they have is decided in one
+place, :mod:`napari_unet.io.inputs`, built on these readers.
 
 Labels are written as the smallest unsigned integer type that holds them
 (uint8/16/32), zlib-compressed (readable by Fiji/Bio-Formats and tifffile),
@@ -18,9 +18,16 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from napari_unet.io.atomic import AtomicGroup, atomic_path
-from napari_unet.io.axes import axes_from_tiff, normalize_axes
 from napari_unet.errors import UserInputError
+from napari_unet.io.atomic import AtomicGroup, atomic_path
+
+#: File name endings read as TIFF (any case); the one definition in the package.
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def is_tiff(path: str | os.PathLike) -> bool:
+    """True for a path ending in ``.tif`` or ``.tiff`` (any case)."""
+    return str(path).lower().endswith(TIFF_SUFFIXES)
 
 
 def smallest_uint_dtype(max_value: int) -> np.dtype:
@@ -110,51 +117,6 @@ def open_tiff_lazy(path: str | os.PathLike):
     except Exception as exc:
         raise _unreadable(path, exc) from exc
     return _check_not_empty(path, data)
-
-
-def read_image_axes(path: str | os.PathLike, axes: str | None = None, lazy: bool = False) -> tuple[object, str]:
-    """Read an N-D image TIFF with its axes.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        The TIFF file.
-    axes : str, optional
-        The axes (e.g. ``"ZYX"``, ``"YXC"``), checked against the image's
-        shape; by default those the file declares, else a guess
-        (:func:`napari_unet.io.axes.normalize_axes`).
-    lazy : bool
-        Open without reading the pixels (:func:`open_tiff_lazy`); NaN
-        pixels are then not checked here (prediction meets them tile by tile).
-
-    Returns
-    -------
-    image : numpy.ndarray or array-like
-        The pixels (a memory map or zarr array when ``lazy``).
-    axes : str
-        Their axes.
-
-    Raises
-    ------
-    UserInputError
-        For unreadable files, non-numeric or NaN pixels, or axes that do
-        not fit the image.
-    """
-    if lazy:
-        image = open_tiff_lazy(path)
-        if np.dtype(image.dtype).kind not in "uifb":
-            raise UserInputError(f"{str(path)!r}: unsupported pixel type {image.dtype}")
-    else:
-        image = read_image(path)
-    shape = tuple(int(s) for s in image.shape)
-    if axes is None:
-        declared = axes_from_tiff(path)
-        if declared is not None and len(declared) == len(shape):
-            return image, declared
-    try:
-        return image, normalize_axes(axes, shape)
-    except UserInputError as exc:
-        raise UserInputError(f"{str(path)!r}: {exc}") from exc
 
 
 def read_labels(path: str | os.PathLike) -> np.ndarray:

@@ -17,7 +17,7 @@ from napari_unet.plugin.result_layers import IMAGE_KEY
 WIDGET_NAME = "U-Net segmentation"
 
 
-def _widget(viewer: Viewer):
+def dock_widget(viewer: Viewer):
     """The viewer's U-Net widget, docked now if it was not open."""
     _, widget = viewer.window.add_plugin_dock_widget(DISTRIBUTION, WIDGET_NAME)
     return widget
@@ -39,16 +39,16 @@ def _image_of_active_layer(viewer: Viewer) -> str | None:
 
 
 def _prepared_widget(viewer: Viewer):
-    widget = _widget(viewer)
+    widget = dock_widget(viewer)
     name = _image_of_active_layer(viewer)
-    if name is not None and widget.image_combo.findText(name) >= 0:
-        widget.image_combo.setCurrentText(name)
+    if name is not None and widget.data_panel.image_combo.findText(name) >= 0:
+        widget.data_panel.image_combo.setCurrentText(name)
     return widget
 
 
 def train(viewer: Viewer) -> None:
     """Layers ▸ Segment ▸ Train U-Net on painted strokes."""
-    _prepared_widget(viewer).train()
+    _prepared_widget(viewer).session.train()
 
 
 def predict(viewer: Viewer) -> None:

@@ -1,11 +1,12 @@
 """npe2 reader: TIFF images opened with napari-unet's checked TIFF reader.
 
-Uses :func:`napari_unet.io.tiff.read_image`, the same function as the
-CLI, so an image opens in napari exactly as the engine will see it (and a
-corrupt file or NaN pixels give a readable message rather than a traceback).
+Uses :func:`napari_unet.io.tiff.read_image` and
+:mod:`napari_unet.io.inputs`, the same functions as the CLI, so an image
+opens in napari exactly as the engine will see it (and a corrupt file or
+NaN pixels give a readable message rather than a traceback).
 
 N-D files keep their axes (ImageJ/OME/tifffile metadata, read by
-:func:`napari_unet.io.axes.axes_from_tiff`) in the layer's
+:func:`napari_unet.io.inputs.declared_axes`) in the layer's
 ``metadata["axes"]``, which the widget uses to tell channels, planes and
 space apart:
 
@@ -26,25 +27,23 @@ space apart:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from napari_unet.io.axes import axes_from_tiff
+from napari_unet.io.inputs import declared_axes, is_tiff, open_image
 from napari_unet.io.tiff import read_image
+from napari_unet.plugin.result_layers import AXES_KEY
 
-TIFF_SUFFIXES = (".tif", ".tiff")
+__all__ = ["is_tiff", "napari_get_reader", "read_tiff_layer", "read_tiffs"]
+
 #: Files larger than this (bytes) open lazily instead of being read into memory.
 LAZY_BYTES = 2**30
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathLike = str | os.PathLike
-
-
-def is_tiff(path: PathLike) -> bool:
-    """True for a path ending in ``.tif`` or ``.tiff`` (any case)."""
-    return str(path).lower().endswith(TIFF_SUFFIXES)
 
 
 def napari_get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[LayerData]] | None:
@@ -69,11 +68,10 @@ def napari_get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], li
 def _read_lazy(path: PathLike) -> Any:
     import dask.array as da
 
-    from napari_unet.io.stores import open_lazy
+    from napari_unet.io.stores import default_chunks
 
-    array = open_lazy(path)
-    chunks = tuple(1 for _ in array.shape[:-2]) + tuple(min(s, 2048) for s in array.shape[-2:])
-    return da.from_array(array, chunks=chunks)
+    array = open_image(path)
+    return da.from_array(array, chunks=default_chunks(array.shape, block=2048))
 
 
 def read_tiff_layer(path: PathLike) -> LayerData:
@@ -89,15 +87,15 @@ def read_tiff_layer(path: PathLike) -> LayerData:
     data = _read_lazy(path) if lazy else read_image(path)
     stem = path.stem[: -len(".ome")] if path.stem.lower().endswith(".ome") else path.stem
     meta: dict[str, Any] = {"name": stem}
-    axes = axes_from_tiff(path)
-    if axes is None or len(axes) != data.ndim:
+    axes = declared_axes(path, data.shape)
+    if axes is None:
         return data, meta, "image"  # no usable axes: napari (and the widget) guess
     rgb = axes[-1] == "C" and data.shape[-1] in (3, 4) and data.dtype == np.uint8
     if "C" in axes and not rgb and axes[0] != "C":
         c = axes.index("C")
         data = data.transpose((c,) + tuple(i for i in range(data.ndim) if i != c))  # a view (lazy for dask)
         axes = "C" + axes.replace("C", "")
-    meta.update(rgb=rgb, metadata={"axes": axes})
+    meta.update(rgb=rgb, metadata={AXES_KEY: axes})
     return data, meta, "image"
 
 

@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 from napari.layers import Image
 
-from napari_unet.io.axes import Planes, normalize_axes
 from napari_unet.errors import UserInputError
+from napari_unet.io.axes import Planes, normalize_axes
 
+#: Metadata key of an image layer holding its axes as the reader found them (e.g. "ZYX").
+AXES_KEY = "axes"
 #: Metadata key of an annotations layer naming the image it annotates.
 IMAGE_KEY = "napari_unet_image"
 #: Metadata key of an image layer holding the channel axis chosen in the widget.
@@ -76,7 +78,7 @@ def layer_axes(layer: Image) -> str:
         if not 0 <= channel < len(shape):
             raise UserInputError(f"channel axis {channel} does not exist in '{layer.name}' of shape {shape}")
         return normalize_axes(_axes_with_channel(len(shape), channel), shape)
-    axes = layer.metadata.get("axes")
+    axes = layer.metadata.get(AXES_KEY)
     if isinstance(axes, str) and len(axes) == len(shape):
         return normalize_axes(axes, shape, rgb=layer.rgb)
     if layer.rgb:
@@ -117,6 +119,15 @@ def channel_misaligned(layer: Image, axes: str) -> bool:
     return "C" in axes and not layer.rgb and axes.index("C") != 0
 
 
+def shown_index(viewer: Any, layer: Image, planes: Planes) -> tuple:
+    """The loop index of the plane (or volume) of ``layer`` that napari's sliders show."""
+    if not planes.loop_axes:
+        return ()
+    position = layer.world_to_data(viewer.dims.point)
+    layer_dims = planes.axes[:-1] if layer.rgb else planes.axes  # an RGB layer has no colour dimension
+    return tuple(int(np.clip(np.round(position[layer_dims.index(a)]), 0, n - 1)) for a, n in zip(planes.loop_axes, planes.loop_shape))
+
+
 @dataclass(frozen=True)
 class Target:
     """The image a prediction belongs to: its layer name and the geometry of its label layers."""
@@ -127,7 +138,7 @@ class Target:
     label_shape: tuple = ()
 
     @classmethod
-    def of(cls, layer: Image, axes: str | None = None) -> "Target":
+    def of(cls, layer: Image, axes: str | None = None) -> Target:
         """The target for an image layer (``axes`` from :func:`layer_axes` by default)."""
         axes = axes or layer_axes(layer)
         scale, translate = label_geometry(layer, axes)

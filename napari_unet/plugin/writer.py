@@ -18,7 +18,6 @@ import numpy as np
 from napari_unet.errors import UserInputError
 from napari_unet.io.stores import copy_to_output
 from napari_unet.io.tiff import write_labels
-
 from napari_unet.plugin.reader import is_tiff
 
 

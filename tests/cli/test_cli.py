@@ -305,23 +305,22 @@ import errno  # noqa: E402
 import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import napari_unet.cli as cli_module  # noqa: E402
+import napari_unet.cli.train as cli_train  # noqa: E402
 
 
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if training starts: the refusal must come before any work."""
-    monkeypatch.setattr(cli_module, "run_training", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(cli_train, "run_training", lambda *a, **k: pytest.fail("training started"))
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A small trained model file (2 levels, width 8), quick to predict with."""
-    from tests.helpers import blobs_image
-
     from napari_unet.core.model import UNetConfig
     from napari_unet.core.segmenter import Segmenter
     from napari_unet.core.training import TrainConfig
+    from tests.helpers import blobs_image
 
     image, _, ann = blobs_image((64, 64))
     seg = Segmenter(UNetConfig(1, 2, depth=2, width=8), device="cpu")
@@ -453,7 +452,7 @@ def test_training_budgets_must_be_positive_and_finite(files, tmp_path, capsys, n
 
 
 def test_demo_refuses_zero_steps(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli_module, "run_training", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(cli_train, "run_training", lambda *a, **k: pytest.fail("training started"))
     assert main(["demo", "--steps", "0", "--output", str(tmp_path / "demo")]) == 1
     assert "--steps must be at least 1" in _one_error_line(capsys)
 
@@ -544,7 +543,7 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(files, tmp
     def bug(args):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(cli_module, "cmd_train", bug)  # build_parser binds it when main runs
+    monkeypatch.setattr(cli_train, "cmd_train", bug)  # build_parser binds it when main runs
     argv = ["train", str(files["image"]), str(files["ann"]), "-o", str(tmp_path / "m.pt")]
     assert main(argv) == 1
     line = _one_error_line(capsys)

@@ -12,12 +12,12 @@ import torch
 from scipy import ndimage as ndi
 
 from napari_unet.core.checkpoint import load_checkpoint, save_checkpoint
-from napari_unet.errors import UserInputError
 from napari_unet.core.filters import FilterBank, symmetric_eigvals3
 from napari_unet.core.inference import iter_predict_tiled
 from napari_unet.core.model import UNet, UNetConfig, default_config
-from napari_unet.core.samples import IGNORE, PatchSampler, augment, patch_shape, prepare, validation_patches
+from napari_unet.core.samples import PatchSampler, augment, patch_shape, prepare, validation_patches
 from napari_unet.core.training import TrainConfig, train_model
+from napari_unet.errors import UserInputError
 
 CPU = torch.device("cpu")
 STROKE_PLANES = (5, 14)

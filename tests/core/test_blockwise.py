@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from skimage.draw import disk
-from tests.helpers import one_to_one, same_partition
 
 from napari_unet.core import normalize
 from napari_unet.core.blockwise import SemanticSink, predict_plane
@@ -13,6 +12,7 @@ from napari_unet.core.model import UNetConfig
 from napari_unet.core.postprocess import InstanceParams, postprocess
 from napari_unet.core.segmenter import Segmenter
 from napari_unet.io.stores import open_lazy, open_output
+from tests.helpers import one_to_one, same_partition
 
 CONFIG = UNetConfig(in_channels=1, n_classes=2, depth=2, width=4, filter_scales=2)
 

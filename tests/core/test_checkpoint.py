@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from napari_unet.core.checkpoint import FORMAT, load_checkpoint
-from napari_unet.errors import ModelFileError
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.segmenter import Segmenter
 from napari_unet.core.training import TrainConfig
+from napari_unet.errors import ModelFileError
 
 
 @pytest.fixture(scope="module")

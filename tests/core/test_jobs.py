@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_unet.core.inference import TileProgress
 from napari_unet.core.jobs import (
     Prediction,
     StackPrediction,
@@ -19,12 +20,11 @@ from napari_unet.core.jobs import (
     snapshot,
     train_steps,
 )
-from napari_unet.io.axes import Planes
-from napari_unet.core.inference import TileProgress
 from napari_unet.core.postprocess import InstanceParams
 from napari_unet.core.segmenter import Segmenter
 from napari_unet.core.stack import StackProgress
 from napari_unet.core.training import TrainConfig, TrainProgress
+from napari_unet.io.axes import Planes
 
 CONFIG = TrainConfig(steps=6, patch_size=32, batch_size=2, seed=0, val_every=3)
 

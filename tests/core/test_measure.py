@@ -7,8 +7,8 @@ import csv
 import numpy as np
 import pytest
 
-from napari_unet.io.axes import Planes
 from napari_unet.core.measure import StackMeasurements, concat_tables, measure_objects, n_rows, write_csv
+from napari_unet.io.axes import Planes
 
 
 def _two_objects():
@@ -95,7 +95,6 @@ def test_stack_measurements_per_plane_from_the_stack_predictor():
     from napari_unet.core.postprocess import InstanceParams
     from napari_unet.core.segmenter import Segmenter
     from napari_unet.core.stack import iter_predict_stack
-
     from tests.helpers import blobs_image
 
     stack = np.stack([blobs_image((64, 64), seed=s)[0] for s in range(2)])

@@ -91,7 +91,6 @@ def test_feature_statistics_are_measured_once_and_kept():
 
     from napari_unet.core.model import UNet, default_config
     from napari_unet.core.training import TrainConfig, train_model
-
     from tests.helpers import blobs_image
 
     image, _, ann = blobs_image((64, 64))

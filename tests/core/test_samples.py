@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from napari_unet.errors import UserInputError
 from napari_unet.core.samples import (
     IGNORE,
     PatchSampler,
@@ -11,6 +10,7 @@ from napari_unet.core.samples import (
     prepare,
     validation_patches,
 )
+from napari_unet.errors import UserInputError
 
 
 def test_targets_follow_the_convention():

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from napari_unet.core import segmenter as segmenter_module
-from napari_unet.errors import UserInputError
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.segmenter import Segmenter, as_channels_first, model_ndim
 from napari_unet.core.training import TrainConfig
+from napari_unet.errors import UserInputError
 
 SMALL = TrainConfig(steps=3, val_fraction=0, patch_size=32, batch_size=2, seed=0)
 

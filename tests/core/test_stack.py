@@ -3,14 +3,13 @@ import numpy as np
 import pytest
 import zarr
 
-from tests.helpers import blobs_image
-from napari_unet.io.axes import Planes
-from napari_unet.errors import UserInputError
 from napari_unet.core.postprocess import InstanceParams
 from napari_unet.core.segmenter import Segmenter
 from napari_unet.core.stack import StackProgress, iter_predict_stack, training_data
 from napari_unet.core.training import TrainConfig
-from tests.helpers import Recorder
+from napari_unet.errors import UserInputError
+from napari_unet.io.axes import Planes
+from tests.helpers import Recorder, blobs_image
 
 # A fresh model (the CPU default: forest + U-Net correction) seeded by the config:
 # repeatable, and reliably past the thresholds below in 60 small steps.

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 from skimage.draw import disk
-from tests.helpers import one_to_one, same_partition
 
-from napari_unet.errors import UserInputError
 from napari_unet.core.postprocess import InstanceParams, instances_from_semantic
 from napari_unet.core.stitch import label_blockwise
+from napari_unet.errors import UserInputError
 from napari_unet.eval.synthetic import make_nuclei
+from tests.helpers import one_to_one, same_partition
 
 BLOCK, HALO = 64, 16
 

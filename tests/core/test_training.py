@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.errors import UserInputError
 from napari_unet.core.model import UNet, UNetConfig
 from napari_unet.core.samples import IGNORE
 from napari_unet.core.segmenter import Segmenter
 from napari_unet.core.training import TrainConfig, masked_cross_entropy, train_model
+from napari_unet.errors import UserInputError
 
 SMALL = dict(patch_size=32, batch_size=4, seed=0)
 

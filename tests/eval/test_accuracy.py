@@ -5,12 +5,12 @@ never saw (instance F1 at IoU 0.5)."""
 import numpy as np
 import pytest
 
-from napari_unet.eval.baselines import otsu_watershed
-from napari_unet.eval.metrics import instance_f1
 from napari_unet.core.postprocess import postprocess
 from napari_unet.core.segmenter import Segmenter
-from napari_unet.eval.synthetic import SAMPLE_PARAMS, make_nuclei, make_nuclei_set
 from napari_unet.core.training import TrainConfig
+from napari_unet.eval.baselines import otsu_watershed
+from napari_unet.eval.metrics import instance_f1
+from napari_unet.eval.synthetic import SAMPLE_PARAMS, make_nuclei, make_nuclei_set
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,3 @@
-import numpy as np
 
 from napari_unet.eval.baselines import local_threshold_watershed, otsu_watershed, random_forest
 from napari_unet.eval.metrics import foreground_iou

@@ -4,10 +4,10 @@ import pytest
 import tifffile
 import zarr
 
-from napari_unet.io.axes import ArrayView, Planes, axes_from_tiff, normalize_axes
-from napari_unet.errors import UserInputError
 from napari_unet.core.inference import _read_padded
 from napari_unet.core.normalize import _subsample
+from napari_unet.errors import UserInputError
+from napari_unet.io.axes import ArrayView, Planes, axes_from_tiff, normalize_axes
 from tests.helpers import Recorder
 
 

@@ -22,17 +22,17 @@ import tifffile
 
 from napari_unet.cli import main
 from napari_unet.io import atomic
+
 OLD = b"previous output: must survive a failed run"
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     """A small trained model file, quick to predict with."""
-    from tests.helpers import blobs_image
-
     from napari_unet.core.model import UNetConfig
     from napari_unet.core.segmenter import Segmenter
     from napari_unet.core.training import TrainConfig
+    from tests.helpers import blobs_image
 
     image, _, ann = blobs_image((64, 64))
     seg = Segmenter(UNetConfig(1, 2, depth=2, width=8), device="cpu")
@@ -133,13 +133,13 @@ def test_full_disk_by_patched_writer_leaves_previous_outputs_and_inputs(inputs, 
     else:
         import napari_unet.batch as batch
 
-        real_drive = batch._drive
+        real_drive = batch.drive
 
         def drive(stack, progress):
             real_drive(stack, progress)
             raise OSError(errno.ENOSPC, "No space left on device")  # a chunk write failed
 
-        monkeypatch.setattr(batch, "_drive", drive)
+        monkeypatch.setattr(batch, "drive", drive)
     assert main(_predict_argv(inputs, model, out, ext)) == 1
     line = _one_error_line(capsys)
     assert "No space left on device" in line and "prob." in line and atomic.TEMP_PREFIX not in line, line
@@ -187,9 +187,9 @@ def test_full_disk_when_saving_a_model_keeps_the_previous_model(inputs, model, t
 
 # -- a read-only place --------------------------------------------------------------------
 def test_read_only_target_is_refused_before_training(inputs, tmp_path, capsys, monkeypatch):
-    import napari_unet.cli as cli
+    import napari_unet.cli.train as cli_train
 
-    monkeypatch.setattr(cli, "run_training", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(cli_train, "run_training", lambda *a, **k: pytest.fail("training started"))
     inputs_before = _snapshot(inputs["image"].parent)
     with _read_only_folder(tmp_path, monkeypatch) as folder:
         assert main(["train", str(inputs["image"]), str(inputs["ann"]), "-o", str(folder / "m.pt"), "--steps", "2"]) == 1

@@ -5,8 +5,8 @@ import pytest
 import tifffile
 import zarr
 
-from napari_unet.io import stores
 from napari_unet.errors import UserInputError
+from napari_unet.io import stores
 from napari_unet.io.stores import open_lazy, open_output
 
 

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.io import tiff as tiff_io
 from napari_unet.errors import UserInputError
-from napari_unet.io.tiff import read_image, read_image_axes, read_labels, smallest_uint_dtype, write_labels
+from napari_unet.io import tiff as tiff_io
+from napari_unet.io.inputs import read_image_axes
+from napari_unet.io.tiff import read_image, read_labels, smallest_uint_dtype, write_labels
 
 
 @pytest.mark.parametrize("max_value, dtype", [(0, np.uint8), (255, np.uint8), (256, np.uint16), (65535, np.uint16), (65536, np.uint32)])

@@ -7,8 +7,8 @@ import pytest
 import tifffile
 
 from napari_unet import DISTRIBUTION
-from napari_unet.plugin.reader import napari_get_reader, read_tiffs
 from napari_unet.errors import UserInputError
+from napari_unet.plugin.reader import napari_get_reader, read_tiffs
 
 
 @pytest.mark.parametrize("name", ["a.tif", "a.tiff", "A.TIF", "dir/b.Tiff"])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.plugin.sample_data import make_sample_nuclei
 from napari_unet.eval.synthetic import SAMPLE_PARAMS, make_nuclei
+from napari_unet.plugin.sample_data import make_sample_nuclei
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
 

@@ -7,8 +7,8 @@ import pytest
 import tifffile
 
 from napari_unet import DISTRIBUTION
-from napari_unet.plugin.writer import write_labels_layer
 from napari_unet.errors import UserInputError
+from napari_unet.plugin.writer import write_labels_layer
 
 
 @pytest.mark.parametrize(

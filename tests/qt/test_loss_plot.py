@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from napari_unet.core.history import Curves
 from napari_unet._qt.loss_plot import LossPlot, nice_ceiling
+from napari_unet.core.history import Curves
 
 
 @pytest.mark.parametrize(

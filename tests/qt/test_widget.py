@@ -12,17 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from napari.layers import Image, Labels
 from scipy import ndimage as ndi
 
 import napari_unet._qt.widget as widget_module
+import napari_unet.plugin.session as session_module
 from napari_unet import DISTRIBUTION
 from napari_unet.core.history import run_lengths
 from napari_unet.eval.metrics import foreground_iou
 from napari_unet.eval.synthetic import make_nuclei
+from napari_unet.plugin.colormaps import annotation_colormap
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 
 WIDGET_NAME = "U-Net segmentation"
 #: Training settings of these tests: 64² patches, 8 per step.
@@ -40,33 +41,28 @@ TRAIN_TIMEOUT_MS = 240_000  # generous: the CPU is shared with other work
 
 
 # -- fixtures and helpers ---------------------------------------------------------
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def sample():
     return make_nuclei((256, 256), seed=0)
 
 
 @pytest.fixture
-def notes(monkeypatch) -> list[tuple[str, str]]:
-    """Every notification the widget shows, as (level, message)."""
-    shown: list[tuple[str, str]] = []
-    for level in ("error", "warning", "info"):
-        monkeypatch.setattr(widget_module, f"show_{level}", lambda message, level=level: shown.append((level, str(message))))
-    return shown
+def notes() -> list[tuple[str, str]]:
+    """Every notification the widget shows, as (level, message) (filled by :func:`dock`)."""
+    return []
+
+
+def dock(viewer, notes: list) -> widget_module.UNetWidget:
+    """The plugin's widget docked in ``viewer``, its session's notifications collected in ``notes``."""
+    _, widget = viewer.window.add_plugin_dock_widget(DISTRIBUTION, WIDGET_NAME)
+    widget.session.events.notified.connect(lambda level, text: notes.append((level, text)))
+    return widget
 
 
 @pytest.fixture
 def viewer_and_widget(make_napari_viewer, notes):
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget(DISTRIBUTION, WIDGET_NAME)
-    return viewer, widget
+    return viewer, dock(viewer, notes)
 
 
 def errors(notes) -> list[str]:
@@ -105,7 +101,7 @@ def fast_settings(widget, steps: int, seed: int = 0, model_3d: bool = False) -> 
     widget.advanced.batch_size.setValue(BATCH)
     widget.advanced.budget_unit.setCurrentText("steps")
     widget.advanced.budget.setValue(steps)
-    widget.seed = seed
+    widget.session.seed = seed
 
 
 def add_painted_sample(viewer, widget, sample, strokes=None):
@@ -122,14 +118,14 @@ def wait_idle(qtbot, widget, timeout: int = 120_000) -> None:
     has ended, and a Predict pressed in between is queued behind it instead
     of starting: tests wait on this state, never on how fast the machine is.
     """
-    qtbot.waitUntil(lambda: not widget.is_predicting and not widget.is_training and widget._again_request is None, timeout=timeout)
+    qtbot.waitUntil(lambda: not widget.session.is_busy, timeout=timeout)
 
 
 def train_and_wait(qtbot, widget, predictions: list | None = None) -> None:
     """Press Train, wait for the end of training (and of the automatic prediction)."""
     before = len(predictions) if predictions is not None else 0
     with qtbot.waitSignal(widget.training_finished, timeout=TRAIN_TIMEOUT_MS):
-        widget.train()
+        widget.session.train()
     if predictions is not None:
         qtbot.waitUntil(lambda: len(predictions) > before, timeout=60_000)
     wait_idle(qtbot, widget)
@@ -137,7 +133,7 @@ def train_and_wait(qtbot, widget, predictions: list | None = None) -> None:
 
 def predictions_of(widget) -> list:
     seen: list = []
-    widget.prediction_finished.connect(lambda: seen.append(widget._cache.probabilities.copy()))
+    widget.prediction_finished.connect(lambda: seen.append(widget.session.last_prediction.probabilities.copy()))
     return seen
 
 
@@ -145,8 +141,8 @@ def predictions_of(widget) -> list:
 def test_widget_is_found_through_the_manifest(viewer_and_widget) -> None:
     viewer, widget = viewer_and_widget
     assert isinstance(widget, widget_module.UNetWidget)
-    assert not widget.stop_button.isEnabled()
-    assert "CPU" in widget.device_label.text() or "CUDA" in widget.device_label.text()
+    assert not widget.training_panel.stop_button.isEnabled()
+    assert "CPU" in widget.training_panel.device_label.text() or "CUDA" in widget.training_panel.device_label.text()
 
 
 def test_new_annotations_match_the_image_and_are_ready_to_paint(viewer_and_widget, sample, notes) -> None:
@@ -160,7 +156,7 @@ def test_new_annotations_match_the_image_and_are_ready_to_paint(viewer_and_widge
     assert layer.mode == "paint" and layer.selected_label == 1
     assert layer.brush_size == max(3, 200 // 64)
     assert viewer.layers.selection.active == layer  # the widget sees napari's proxies
-    assert widget.annotations_combo.currentText() == "cells annotations"
+    assert widget.data_panel.annotations_combo.currentText() == "cells annotations"
     # The legend's colours: 0 transparent, 1 background blue, 2 first class orange.
     colors = layer.colormap.map(np.array([0, 1, 2]))
     assert colors[0][3] == 0 and colors[1][3] > 0 and colors[2][3] > 0 and not np.allclose(colors[1], colors[2])
@@ -172,25 +168,25 @@ def test_new_annotations_match_the_image_and_are_ready_to_paint(viewer_and_widge
 def test_new_on_the_samples_strokes_selects_them_with_the_legend_colours(viewer_and_widget) -> None:
     viewer, widget = viewer_and_widget
     viewer.open_sample(DISTRIBUTION, "nuclei")  # image, its strokes and the hidden truth
-    assert widget.image_combo.currentText() == "nuclei"
-    assert widget.annotations_combo.currentText() == "nuclei annotations"
+    assert widget.data_panel.image_combo.currentText() == "nuclei"
+    assert widget.data_panel.annotations_combo.currentText() == "nuclei annotations"
     strokes = viewer.layers["nuclei annotations"]
     before = strokes.data.copy()
     assert widget.new_annotations() == strokes
     np.testing.assert_array_equal(strokes.data, before)
-    np.testing.assert_allclose(strokes.colormap.map(np.array([1, 2])), widget_module.annotation_colormap().map(np.array([1, 2])))
+    np.testing.assert_allclose(strokes.colormap.map(np.array([1, 2])), annotation_colormap().map(np.array([1, 2])))
 
 
 def test_layer_lists_follow_the_viewer(viewer_and_widget) -> None:
     viewer, widget = viewer_and_widget
-    images = lambda: [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())]  # noqa: E731
-    labels = lambda: [widget.annotations_combo.itemText(i) for i in range(widget.annotations_combo.count())]  # noqa: E731
+    images = lambda: [widget.data_panel.image_combo.itemText(i) for i in range(widget.data_panel.image_combo.count())]  # noqa: E731
+    labels = lambda: [widget.data_panel.annotations_combo.itemText(i) for i in range(widget.data_panel.annotations_combo.count())]  # noqa: E731
     a = viewer.add_image(np.zeros((8, 8)), name="a")
     viewer.add_image(np.zeros((8, 8)), name="b")
     viewer.add_labels(np.zeros((8, 8), int), name="b annotations")
     assert images() == ["a", "b"] and labels() == ["b annotations"]
-    widget.image_combo.setCurrentText("b")
-    assert widget.annotations_combo.currentText() == "b annotations"  # paired by name
+    widget.data_panel.image_combo.setCurrentText("b")
+    assert widget.data_panel.annotations_combo.currentText() == "b annotations"  # paired by name
     a.name = "renamed"
     assert images() == ["renamed", "b"]
     viewer.layers.remove("b")
@@ -212,7 +208,7 @@ def test_open_images_files_and_folders(viewer_and_widget, tmp_path, notes) -> No
     added = widget.open_images([folder, tmp_path / "single.tiff", tmp_path / "broken.tif"])
     assert [layer.name for layer in added] == ["img0", "img1", "single"]
     assert all(isinstance(layer, Image) for layer in added)
-    assert widget.image_combo.currentText() == "single"
+    assert widget.data_panel.image_combo.currentText() == "single"
     assert any("broken.tif" in message for message in errors(notes))
 
     # An ImageJ hyperstack keeps its channels in one layer, channels first, and its annotations have no C.
@@ -220,51 +216,51 @@ def test_open_images_files_and_folders(viewer_and_widget, tmp_path, notes) -> No
     [hyper] = widget.open_images([tmp_path / "hyper.tif"])
     assert hyper.data.shape == (2, 3, 16, 12) and hyper.metadata["axes"] == "CZYX"
     assert widget.new_annotations().data.shape == (3, 16, 12)
-    assert widget.advanced.model_3d.isEnabled() and widget.predict_scope.isEnabled()
+    assert widget.advanced.model_3d.isEnabled() and widget.prediction_panel.scope.isEnabled()
 
 
 # -- errors --------------------------------------------------------------------------
 def test_user_errors_are_notifications(viewer_and_widget, tmp_path, notes, qtbot, sample) -> None:
     viewer, widget = viewer_and_widget
 
-    widget.train()
+    widget.session.train()
     assert "no image selected" in errors(notes)[-1]
     widget.predict()
     assert "no image selected" in errors(notes)[-1]
 
     viewer.add_image(sample.image, name="nuclei")
-    widget.train()
+    widget.session.train()
     assert "no annotations layer" in errors(notes)[-1]
 
     widget.predict()
     assert "No model yet" in errors(notes)[-1]
 
     viewer.add_labels(np.zeros((10, 10), np.uint8), name="wrong size")
-    widget.annotations_combo.setCurrentText("wrong size")
-    widget.train()
+    widget.data_panel.annotations_combo.setCurrentText("wrong size")
+    widget.session.train()
     assert "do not match" in errors(notes)[-1] or "shape" in errors(notes)[-1]
 
     bad_model = tmp_path / "model.pt"
     bad_model.write_bytes(b"not a model")
-    assert widget.load_model(bad_model) is False
+    assert widget.session.load_model(bad_model) is False
     assert "model.pt" in errors(notes)[-1]
 
-    assert widget.export_labels(tmp_path / "x.tif") == []
+    assert widget.session.export_labels(tmp_path / "x.tif") == []
     assert "Press Predict first" in errors(notes)[-1]
-    assert widget.save_model(tmp_path / "none.pt") is None
+    assert widget.session.save_model(tmp_path / "none.pt") is None
     assert "no model" in errors(notes)[-1].lower()
 
     # Annotation problems found by the engine come back from the worker.
     annotations = widget.new_annotations()
     with qtbot.waitSignal(widget.training_finished, timeout=60_000):
-        widget.train()
+        widget.session.train()
     assert "no annotations" in errors(notes)[-1]
     annotations.data[100:110, 100:110] = 1
     with qtbot.waitSignal(widget.training_finished, timeout=60_000):
-        widget.train()
+        widget.session.train()
     assert "only background" in errors(notes)[-1]
-    assert widget.train_button.isEnabled() and not widget.is_training
-    assert widget.train_progress.format() == "training failed"
+    assert widget.training_panel.train_button.isEnabled() and not widget.session.is_training
+    assert widget.training_panel.progress.format() == "training failed"
     assert not annotations.data[:100].any()  # the annotations were only read
 
 
@@ -272,15 +268,15 @@ def test_train_while_training_warns_and_keeps_the_run(viewer_and_widget, notes, 
     viewer, widget = viewer_and_widget
     add_painted_sample(viewer, widget, sample)
     fast_settings(widget, steps=5000)
-    widget.auto_predict.setChecked(False)
-    widget.train()
-    qtbot.waitUntil(lambda: widget._last_progress is not None, timeout=TRAIN_TIMEOUT_MS)
-    worker = widget._workers["train"][0]
-    widget.train()
+    widget.prediction_panel.auto_predict.setChecked(False)
+    widget.session.train()
+    qtbot.waitUntil(lambda: widget.session.last_progress is not None, timeout=TRAIN_TIMEOUT_MS)
+    widget.session.train()
     assert notes[-1][0] == "warning" and "already running" in notes[-1][1]
-    assert widget._workers["train"][0] is worker
+    assert widget.session.is_training
     with qtbot.waitSignal(widget.training_finished, timeout=60_000):
         widget.stop()
+    assert len(run_lengths(widget.session.segmenter.history)) == 1  # one run: the second press started nothing
 
 
 # -- the loop ----------------------------------------------------------------------
@@ -293,8 +289,8 @@ def test_paint_train_predict_correct_export_loop(viewer_and_widget, qtbot, sampl
     predictions = predictions_of(widget)
 
     with qtbot.waitSignal(widget.training_finished, timeout=TRAIN_TIMEOUT_MS):
-        widget.train()
-        assert widget.is_training and widget.stop_button.isEnabled() and not widget.train_button.isEnabled()
+        widget.session.train()
+        assert widget.session.is_training and widget.training_panel.stop_button.isEnabled() and not widget.training_panel.train_button.isEnabled()
     qtbot.waitUntil(lambda: len(predictions) == 1, timeout=60_000)  # "predict after training" is on
     assert not errors(notes)
 
@@ -311,42 +307,42 @@ def test_paint_train_predict_correct_export_loop(viewer_and_widget, qtbot, sampl
     np.testing.assert_array_equal(annotations.data, painted)  # prediction never writes annotations
     assert viewer.layers[-1] == annotations  # strokes stay on top
 
-    assert run_lengths(widget.segmenter.history) == [LOOP_STEPS]
-    assert len(widget.loss_plot.curves.steps) == LOOP_STEPS and widget.loss_plot.curves.val_steps
-    assert widget.loss_plot.draw_count >= 2
-    assert f"trained 1 run, {LOOP_STEPS} steps" in widget.model_label.text()
-    assert widget.train_progress.format().startswith(f"trained {LOOP_STEPS} steps")
-    assert widget.segmenter.device_label in widget.device_label.text()
+    assert run_lengths(widget.session.segmenter.history) == [LOOP_STEPS]
+    assert len(widget.training_panel.loss_plot.curves.steps) == LOOP_STEPS and widget.training_panel.loss_plot.curves.val_steps
+    assert widget.training_panel.loss_plot.draw_count >= 2
+    assert f"trained 1 run, {LOOP_STEPS} steps" in widget.training_panel.model_label.text()
+    assert widget.training_panel.progress.format().startswith(f"trained {LOOP_STEPS} steps")
+    assert widget.session.segmenter.device_label in widget.training_panel.device_label.text()
 
     # Instance parameters re-run only post-processing, on cached probabilities.
     n_objects = int(instances.data.max())
     with monkeypatch.context() as patched:
-        patched.setattr(widget_module, "predict_steps", lambda *a, **k: pytest.fail("the network ran again"))
+        patched.setattr(session_module, "predict_steps", lambda *a, **k: pytest.fail("the network ran again"))
         with qtbot.waitSignal(widget.postprocess_finished, timeout=30_000):
-            widget.min_size.setValue(100_000)
+            widget.prediction_panel.min_size.setValue(100_000)
         assert instances.data.max() == 0 and semantic.data.any()
         foreground = np.count_nonzero(semantic.data)
         with qtbot.waitSignal(widget.postprocess_finished, timeout=30_000):
-            widget.min_size.setValue(16)
-            widget.threshold.setValue(0.9)
+            widget.prediction_panel.min_size.setValue(16)
+            widget.prediction_panel.threshold.setValue(0.9)
         assert np.count_nonzero(semantic.data) < foreground and 0 < instances.data.max() <= n_objects + 5
         with qtbot.waitSignal(widget.postprocess_finished, timeout=30_000):
-            widget.threshold.setValue(0.5)
-    assert not widget.is_predicting
+            widget.prediction_panel.threshold.setValue(0.5)
+    assert not widget.session.is_predicting
 
-    widget.show_probabilities.setChecked(True)
+    widget.prediction_panel.show_probabilities.setChecked(True)
     probability = viewer.layers["nuclei probability"]
     assert probability.data.shape == sample.image.shape and 0 <= probability.data.min() <= probability.data.max() <= 1
 
     # Export goes through the writer: smallest dtype, same values.
     import tifffile
 
-    written, csv = widget.export_labels(tmp_path / "instances.tif", "instances")
+    written, csv = widget.session.export_labels(tmp_path / "instances.tif", "instances")
     assert csv.endswith("instances_objects.csv")
     saved = tifffile.imread(written)
     assert saved.dtype == (np.uint8 if instances.data.max() < 256 else np.uint16)
     np.testing.assert_array_equal(saved, instances.data)
-    [written] = widget.export_labels(tmp_path / "semantic", "semantic")
+    [written] = widget.session.export_labels(tmp_path / "semantic", "semantic")
     assert written.endswith("semantic.tif")
     np.testing.assert_array_equal(tifffile.imread(written), semantic.data)
 
@@ -364,8 +360,8 @@ def test_paint_train_predict_correct_export_loop(viewer_and_widget, qtbot, sampl
     assert before[dim].mean() < 0.5, "the first model should miss the dim nuclei it was told were background"
     assert after[dim].mean() > before[dim].mean() + 0.25, f"object probability on the dim nuclei: {before[dim].mean():.3f} -> {after[dim].mean():.3f}"
     assert after[background].mean() < before[background].mean() + 0.1  # the change is local
-    assert run_lengths(widget.segmenter.history) == [LOOP_STEPS, CORRECTION_STEPS]
-    assert widget.loss_plot.curves.run_starts == [LOOP_STEPS]
+    assert run_lengths(widget.session.segmenter.history) == [LOOP_STEPS, CORRECTION_STEPS]
+    assert widget.training_panel.loss_plot.curves.run_starts == [LOOP_STEPS]
     assert len(viewer.layers) == 5  # image, probability, semantic, instances, annotations: updated, not added
     assert not errors(notes)
 
@@ -377,22 +373,22 @@ def test_stop_keeps_a_usable_model_and_train_continues(viewer_and_widget, qtbot,
     budget = 5000
     fast_settings(widget, steps=budget)
     predictions = predictions_of(widget)
-    widget.train()
-    qtbot.waitUntil(lambda: widget._last_progress is not None and widget._last_progress.step >= 12, timeout=TRAIN_TIMEOUT_MS)
+    widget.session.train()
+    qtbot.waitUntil(lambda: widget.session.last_progress is not None and widget.session.last_progress.step >= 12, timeout=TRAIN_TIMEOUT_MS)
     with qtbot.waitSignal(widget.training_finished, timeout=30_000):
         started = time.perf_counter()
         widget.stop()
     assert time.perf_counter() - started < 10
-    [steps] = run_lengths(widget.segmenter.history)
+    [steps] = run_lengths(widget.session.segmenter.history)
     assert 12 <= steps < budget
-    assert widget._last_progress.stopped and widget.train_progress.format().startswith("stopped")
+    assert widget.session.last_progress.stopped and widget.training_panel.progress.format().startswith("stopped")
     assert any(level == "info" and "kept the best weights" in message for level, message in notes)
     qtbot.waitUntil(lambda: len(predictions) == 1, timeout=60_000)  # predicting works with the kept weights
     assert viewer.layers["nuclei semantic"].data.shape == sample.image.shape
 
     fast_settings(widget, steps=3)
     train_and_wait(qtbot, widget)
-    assert run_lengths(widget.segmenter.history) == [steps, 3]  # continued, not restarted
+    assert run_lengths(widget.session.segmenter.history) == [steps, 3]  # continued, not restarted
     assert not errors(notes)
 
 
@@ -402,18 +398,18 @@ def test_save_and_load_model_restore_classes_history_and_plot(viewer_and_widget,
     fast_settings(widget, steps=12)
     predictions = predictions_of(widget)
     train_and_wait(qtbot, widget, predictions)
-    path = widget.save_model(tmp_path / "model.pt")
+    path = widget.session.save_model(tmp_path / "model.pt")
     assert path is not None and path.is_file()
 
-    widget.reset_model()
-    assert widget.segmenter.model is None and not widget.loss_plot.curves.steps
+    widget.session.reset_model()
+    assert widget.session.segmenter.model is None and not widget.training_panel.loss_plot.curves.steps
     widget.predict()
     assert "No model yet" in errors(notes)[-1]
 
-    assert widget.load_model(path)
-    assert "classes: background, class 1" in widget.model_label.text()
-    assert "trained 1 run, 12 steps" in widget.model_label.text()
-    assert len(widget.loss_plot.curves.steps) == 12
+    assert widget.session.load_model(path)
+    assert "classes: background, class 1" in widget.training_panel.model_label.text()
+    assert "trained 1 run, 12 steps" in widget.training_panel.model_label.text()
+    assert len(widget.training_panel.loss_plot.curves.steps) == 12
     widget.predict()
     qtbot.waitUntil(lambda: len(predictions) == 2, timeout=60_000)
     np.testing.assert_allclose(predictions[1], predictions[0], atol=1e-5)  # same weights, same prediction
@@ -421,16 +417,15 @@ def test_save_and_load_model_restore_classes_history_and_plot(viewer_and_widget,
 
 def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot, sample, notes) -> None:
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget(DISTRIBUTION, WIDGET_NAME)
+    widget = dock(viewer, notes)
     add_painted_sample(viewer, widget, sample)
     fast_settings(widget, steps=5000)
-    widget.train()
-    qtbot.waitUntil(lambda: widget._last_progress is not None, timeout=TRAIN_TIMEOUT_MS)
-    worker, done = widget._workers["train"]
-    segmenter = widget.segmenter
+    widget.session.train()
+    qtbot.waitUntil(lambda: widget.session.last_progress is not None, timeout=TRAIN_TIMEOUT_MS)
+    segmenter = widget.session.segmenter
     started = time.perf_counter()
     viewer.close()
-    assert done.is_set(), "the training thread was still running after the viewer closed"
+    assert widget.session.runner.wait(0), "the training thread was still running after the viewer closed"
     assert time.perf_counter() - started < 15
     assert len(segmenter.history) < 5000 and not segmenter.model.training  # best weights restored, eval mode
 
@@ -440,15 +435,15 @@ def test_predict_and_live_preview_while_training(viewer_and_widget, qtbot, sampl
     viewer, widget = viewer_and_widget
     add_painted_sample(viewer, widget, sample)
     fast_settings(widget, steps=5000)
-    widget.auto_predict.setChecked(False)
-    widget._preview_timer.setInterval(500)  # instead of every few seconds
+    widget.prediction_panel.auto_predict.setChecked(False)
+    widget.preview_timer.setInterval(500)  # instead of every few seconds
     widget.advanced.live_preview.setChecked(True)
     predictions = predictions_of(widget)
-    widget.train()
-    qtbot.waitUntil(lambda: widget._last_progress is not None, timeout=TRAIN_TIMEOUT_MS)
+    widget.session.train()
+    qtbot.waitUntil(lambda: widget.session.last_progress is not None, timeout=TRAIN_TIMEOUT_MS)
     widget.predict()  # served by a snapshot of the weights taken between two steps
     qtbot.waitUntil(lambda: len(predictions) >= 2, timeout=60_000)
-    assert widget.is_training  # the predictions came while it trained
+    assert widget.session.is_training  # the predictions came while it trained
     assert viewer.layers["nuclei instances"].data.shape == sample.image.shape
     with qtbot.waitSignal(widget.training_finished, timeout=30_000):
         widget.stop()
@@ -462,10 +457,10 @@ def test_buttons_call_the_actions(viewer_and_widget, qtbot, notes) -> None:
     viewer.add_image(np.zeros((64, 64), np.uint16), name="cells")
     qtbot.mouseClick(widget.data_panel.new_annotations_button, Qt.MouseButton.LeftButton)
     assert "cells annotations" in [layer.name for layer in viewer.layers]
-    qtbot.mouseClick(widget.predict_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(widget.prediction_panel.predict_button, Qt.MouseButton.LeftButton)
     assert "No model yet" in errors(notes)[-1]
-    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: not widget.is_training, timeout=60_000)
+    qtbot.mouseClick(widget.training_panel.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.session.is_training, timeout=60_000)
     assert "no annotations" in errors(notes)[-1]
 
 
@@ -513,22 +508,22 @@ def test_stack_annotated_on_two_planes_trains_and_predicts_every_plane(viewer_an
     annotations.data[0] = strokes[0]
     annotations.data[2] = strokes[2]
     painted = annotations.data.copy()
-    widget._update_training_status()
-    assert widget.predict_scope.isEnabled() and widget.advanced.model_3d.isEnabled()
+    widget.update_training_status()
+    assert widget.prediction_panel.scope.isEnabled() and widget.advanced.model_3d.isEnabled()
     assert widget.advanced.spatial_ndim() == 3  # a Z stack gets a 3D U-Net unless told otherwise
-    assert widget.training_status.text() == "Training on: 1 image, 1 painted volume"
+    assert widget.data_panel.training_status.text() == "Training on: 1 image, 1 painted volume"
 
     fast_settings(widget, steps=STACK_STEPS)  # here: the 2D model, plane by plane
-    widget._update_training_status()
-    assert widget.training_status.text() == "Training on: 1 image, 2 painted planes"
-    widget.auto_predict.setChecked(False)
+    widget.update_training_status()
+    assert widget.data_panel.training_status.text() == "Training on: 1 image, 2 painted planes"
+    widget.prediction_panel.auto_predict.setChecked(False)
     train_and_wait(qtbot, widget)
     assert not errors(notes)
-    assert widget.training_set.sources == [("stack", 2)]
+    assert widget.session.training_set.sources == [("stack", 2)]
 
     # The whole stack: every plane, painted or not, gets objects; a Z stack's are 3D objects
     # (one id across the planes an object spans), measured once each.
-    widget.predict_scope.setCurrentText("whole stack")
+    widget.prediction_panel.scope.setCurrentText("whole stack")
     wait_prediction(qtbot, widget, widget.predict)
     semantic, instances = viewer.layers["stack semantic"], viewer.layers["stack instances"]
     assert semantic.data.shape == stack.shape and instances.data.shape == stack.shape
@@ -548,40 +543,40 @@ def test_stack_annotated_on_two_planes_trains_and_predicts_every_plane(viewer_an
     before = semantic.data.copy()
     wait_idle(qtbot, widget)  # else this Predict is queued behind the ending one and shows no Cancel
     widget.predict()
-    assert widget.predict_button.text() == "Cancel"
+    assert widget.prediction_panel.predict_button.text() == "Cancel"
     widget.predict()
-    qtbot.waitUntil(lambda: not widget.is_predicting, timeout=60_000)
-    assert widget.predict_button.text() == "Predict" and widget.predict_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget.session.is_predicting, timeout=60_000)
+    assert widget.prediction_panel.predict_button.text() == "Predict" and widget.prediction_panel.predict_button.isEnabled()
     np.testing.assert_array_equal(semantic.data, before)
 
     # The current plane only: the plane the slider shows, nothing else.
     viewer.layers.remove(semantic)
     viewer.layers.remove(instances)
-    widget.predict_scope.setCurrentText("current plane")
+    widget.prediction_panel.scope.setCurrentText("current plane")
     viewer.dims.set_current_step(0, 1)
     wait_prediction(qtbot, widget, widget.predict)
     semantic, instances = viewer.layers["stack semantic"], viewer.layers["stack instances"]
     assert semantic.data.shape == stack.shape
     assert semantic.data[1].any() and not semantic.data[[0, 2, 3]].any() and not instances.data[[0, 2, 3]].any()
-    assert widget._cache.prediction.index == (1,) and widget._cache.probabilities.shape == (2, 64, 64)
+    assert widget.session.last_prediction.prediction.index == (1,) and widget.session.last_prediction.probabilities.shape == (2, 64, 64)
 
     # With "after training" on, moving the slider predicts the plane shown, in place.
-    widget.auto_predict.setChecked(True)
+    widget.prediction_panel.auto_predict.setChecked(True)
     wait_prediction(qtbot, widget, lambda: viewer.dims.set_current_step(0, 3))
     assert viewer.layers["stack semantic"] is semantic  # updated, not replaced
     assert semantic.data[3].any() and semantic.data[1].any() and not semantic.data[[0, 2]].any()
     assert not set(np.unique(instances.data[3])) - {0} & set(np.unique(instances.data[1])) - {0}
-    assert widget._cache.prediction.index == (3,)  # one plane's probabilities kept, not the stack's
+    assert widget.session.last_prediction.prediction.index == (3,)  # one plane's probabilities kept, not the stack's
 
     # The probability layer shows the last plane predicted, the only one whose probabilities are kept.
-    widget.show_probabilities.setChecked(True)
+    widget.prediction_panel.show_probabilities.setChecked(True)
     probability = viewer.layers["stack probability"]
     assert probability.data.shape == stack.shape and probability.data[3].max() > 0.5 and not probability.data[1].any()
 
     # The sliders re-post-process the cached plane only.
     before = semantic.data.copy()
     with qtbot.waitSignal(widget.postprocess_finished, timeout=30_000):
-        widget.threshold.setValue(0.9)
+        widget.prediction_panel.threshold.setValue(0.9)
     assert semantic.data[3].sum() < before[3].sum()
     np.testing.assert_array_equal(semantic.data[1], before[1])
     assert not errors(notes)
@@ -598,11 +593,11 @@ def test_rgb_layer_trains_and_predicts(viewer_and_widget, qtbot, notes) -> None:
     annotations = widget.new_annotations()
     assert annotations.data.shape == (64, 64)
     annotations.data = strokes
-    assert not widget.predict_scope.isEnabled() and not widget.advanced.model_3d.isEnabled()
+    assert not widget.prediction_panel.scope.isEnabled() and not widget.advanced.model_3d.isEnabled()
     fast_settings(widget, steps=STACK_STEPS)
     predictions = predictions_of(widget)
     train_and_wait(qtbot, widget, predictions)
-    assert widget.segmenter.config.in_channels == 3
+    assert widget.session.segmenter.config.in_channels == 3
     semantic = viewer.layers["colour semantic"]
     assert semantic.data.shape == (64, 64) and semantic.data.any()
     assert foreground_iou(semantic.data, strokes == 2) > 0.3
@@ -615,26 +610,26 @@ def test_two_images_with_their_own_annotations_train_together(viewer_and_widget,
     viewer.add_image(stack[0], name="a")
     widget.new_annotations().data = strokes[0]
     viewer.add_image(stack[1:], name="b")  # a 2-plane stack, painted on its second plane
-    widget.image_combo.setCurrentText("b")
+    widget.data_panel.image_combo.setCurrentText("b")
     b_annotations = widget.new_annotations()
     b_annotations.data[1] = strokes[2]
     viewer.add_image(np.zeros((16, 16)), name="unpainted")
     viewer.add_labels(np.zeros((16, 16), np.uint8), name="unpainted annotations")
-    widget.image_combo.setCurrentText("b")
-    assert widget.annotations_combo.currentText() == "b annotations"
+    widget.data_panel.image_combo.setCurrentText("b")
+    assert widget.data_panel.annotations_combo.currentText() == "b annotations"
     fast_settings(widget, steps=5)  # the 2D model: image a has no Z axis to join a 3D one
-    widget._update_training_status()
-    assert widget.train_all.isChecked() and widget.train_all.isEnabled()
-    assert widget.training_status.text() == "Training on: 2 images, 2 painted planes"
+    widget.update_training_status()
+    assert widget.data_panel.train_all.isChecked() and widget.data_panel.train_all.isEnabled()
+    assert widget.data_panel.training_status.text() == "Training on: 2 images, 2 painted planes"
 
-    widget.auto_predict.setChecked(False)
+    widget.prediction_panel.auto_predict.setChecked(False)
     train_and_wait(qtbot, widget)
     assert not errors(notes)
-    assert widget.training_set.sources == [("b", 1), ("a", 1)]
+    assert widget.session.training_set.sources == [("b", 1), ("a", 1)]
 
-    widget.train_all.setChecked(False)
-    widget._update_training_status()
-    assert widget.training_status.text() == "Training on: 1 image, 1 painted plane"
+    widget.data_panel.train_all.setChecked(False)
+    widget.update_training_status()
+    assert widget.data_panel.training_status.text() == "Training on: 1 image, 1 painted plane"
 
 
 def test_lazy_and_multiscale_layers_predict_plane_by_plane(viewer_and_widget, qtbot, notes, monkeypatch) -> None:
@@ -660,13 +655,13 @@ def test_lazy_and_multiscale_layers_predict_plane_by_plane(viewer_and_widget, qt
     annotations = widget.new_annotations()
     annotations.data[1] = strokes[1]
     fast_settings(widget, steps=5)
-    widget.auto_predict.setChecked(False)
+    widget.prediction_panel.auto_predict.setChecked(False)
     train_and_wait(qtbot, widget)
     assert not errors(notes)
-    assert widget.training_set.sources == [("lazy", 1)]
+    assert widget.session.training_set.sources == [("lazy", 1)]
 
     source.reads.clear()
-    widget.predict_scope.setCurrentText("whole stack")
+    widget.prediction_panel.scope.setCurrentText("whole stack")
     wait_prediction(qtbot, widget, widget.predict)
     assert viewer.layers["lazy semantic"].data.shape == stack.shape
     assert source.reads and max(source.reads) <= plane, "the lazy image was read more than a plane at a time"
@@ -676,7 +671,7 @@ def test_lazy_and_multiscale_layers_predict_plane_by_plane(viewer_and_widget, qt
     full = CountingArray(stack)
     levels = [da.from_array(full, chunks=stack.shape), da.from_array(stack[:, ::2, ::2], chunks=(1, 32, 32))]
     viewer.add_image(levels, name="pyramid", multiscale=True, contrast_limits=(-1.0, 2.0))
-    widget.image_combo.setCurrentText("pyramid")
+    widget.data_panel.image_combo.setCurrentText("pyramid")
     full.reads.clear()
     wait_prediction(qtbot, widget, widget.predict)
     semantic = viewer.layers["pyramid semantic"]
@@ -689,12 +684,12 @@ def test_large_results_go_to_zarr_stores(viewer_and_widget, qtbot, notes, tmp_pa
     import zarr
 
     viewer, widget = viewer_and_widget
-    monkeypatch.setattr(widget_module, "LARGE_LABELS", 100)  # every result counts as large
+    widget.session.results.large_labels = 100  # every result counts as large
     stack, strokes = blob_stack(2)
     viewer.add_image(stack, name="big")
     widget.new_annotations().data[0] = strokes[0]
     fast_settings(widget, steps=5)
-    widget.auto_predict.setChecked(False)
+    widget.prediction_panel.auto_predict.setChecked(False)
     train_and_wait(qtbot, widget)
     widget.advanced.results_folder.setText(str(tmp_path))
 
@@ -707,7 +702,7 @@ def test_large_results_go_to_zarr_stores(viewer_and_widget, qtbot, notes, tmp_pa
     assert not semantic.data[0].any() and semantic.data[1].any()
 
     # The whole stack: written by the worker into new stores, then shown.
-    widget.predict_scope.setCurrentText("whole stack")
+    widget.prediction_panel.scope.setCurrentText("whole stack")
     wait_prediction(qtbot, widget, widget.predict)
     instances = viewer.layers["big instances"]
     assert isinstance(instances.data, zarr.Array) and instances.data.shape == stack.shape
@@ -726,7 +721,7 @@ def test_two_channel_image_with_a_chosen_channel_axis(viewer_and_widget, qtbot, 
     assert widget.advanced.model_3d.isEnabled()  # read as ZYX until told otherwise
     widget.advanced.channel_axis.setCurrentText("0")
     assert image.metadata["napari_unet_channel_axis"] == "0"
-    assert not widget.advanced.model_3d.isEnabled() and not widget.predict_scope.isEnabled()
+    assert not widget.advanced.model_3d.isEnabled() and not widget.prediction_panel.scope.isEnabled()
     annotations = widget.new_annotations()
     assert annotations.data.shape == (64, 64)
     np.testing.assert_array_equal(annotations.scale, (0.5, 0.5))
@@ -734,14 +729,14 @@ def test_two_channel_image_with_a_chosen_channel_axis(viewer_and_widget, qtbot, 
     fast_settings(widget, steps=STACK_STEPS)
     predictions = predictions_of(widget)
     train_and_wait(qtbot, widget, predictions)
-    assert widget.segmenter.config.in_channels == 2
+    assert widget.session.segmenter.config.in_channels == 2
     semantic = viewer.layers["two semantic"]
     assert semantic.data.shape == (64, 64) and foreground_iou(semantic.data, truth > 0) > 0.5
     assert not errors(notes)
 
     # The reader's axes do the same without a choice; a model refuses other channel counts in words.
     viewer.add_image(np.stack([grey] * 3), name="three", metadata={"axes": "CYX"})
-    widget.image_combo.setCurrentText("three")
+    widget.data_panel.image_combo.setCurrentText("three")
     widget.predict()
     assert "channel" in errors(notes)[-1] and "3" in errors(notes)[-1]
 
@@ -752,21 +747,21 @@ def test_3d_unet_option_trains_on_volumes(viewer_and_widget, qtbot, notes) -> No
     viewer.add_image(np.zeros((32, 32)), name="flat")
     assert not widget.advanced.model_3d.isEnabled()  # no Z axis
     viewer.add_image(stack, name="volume")
-    widget.image_combo.setCurrentText("volume")
+    widget.data_panel.image_combo.setCurrentText("volume")
     assert widget.advanced.model_3d.isEnabled()
     widget.advanced.model_3d.setChecked(True)
     annotations = widget.new_annotations()
     annotations.data[2:6] = strokes[2:6]
-    widget._update_training_status()
-    assert widget.training_status.text() == "Training on: 1 image, 1 painted volume"
+    widget.update_training_status()
+    assert widget.data_panel.training_status.text() == "Training on: 1 image, 1 painted volume"
     fast_settings(widget, steps=3, model_3d=True)
     widget.advanced.patch_size.setValue(32)
     widget.advanced.batch_size.setValue(2)
     predictions = predictions_of(widget)
     train_and_wait(qtbot, widget, predictions)
     assert not errors(notes)
-    assert widget.segmenter.config.ndim == 3
-    assert widget._cache.probabilities.shape == (2,) + stack.shape  # the whole volume at once
+    assert widget.session.segmenter.config.ndim == 3
+    assert widget.session.last_prediction.probabilities.shape == (2,) + stack.shape  # the whole volume at once
     assert viewer.layers["volume semantic"].data.shape == stack.shape
 
 
@@ -775,26 +770,26 @@ def test_shape_mismatches_are_notifications(viewer_and_widget, qtbot, notes) -> 
     stack, strokes = blob_stack(2, shape=(32, 32))
     viewer.add_image(stack, name="stack")
     viewer.add_labels(strokes[0], name="flat strokes")
-    widget.annotations_combo.setCurrentText("flat strokes")
-    widget.train()
+    widget.data_panel.annotations_combo.setCurrentText("flat strokes")
+    widget.session.train()
     assert "do not match" in errors(notes)[-1] and "(2, 32, 32)" in errors(notes)[-1]
-    assert not widget.is_training
+    assert not widget.session.is_training
 
     # A second image whose annotations do not fit is skipped with a warning, not a crash.
     widget.new_annotations().data[0] = strokes[0]
     viewer.add_image(np.zeros((20, 20)), name="other")
     viewer.add_labels(np.zeros((10, 10), np.uint8), name="other annotations").data[0, 0] = 1
-    widget.image_combo.setCurrentText("stack")
-    widget.annotations_combo.setCurrentText("stack annotations")
+    widget.data_panel.image_combo.setCurrentText("stack")
+    widget.data_panel.annotations_combo.setCurrentText("stack annotations")
     fast_settings(widget, steps=3)
-    widget.auto_predict.setChecked(False)
+    widget.prediction_panel.auto_predict.setChecked(False)
     train_and_wait(qtbot, widget)
     assert any(level == "warning" and "Not training on 'other'" in message for level, message in notes)
-    assert widget.training_set.sources == [("stack", 1)]
+    assert widget.session.training_set.sources == [("stack", 1)]
 
     # A channel axis that does not fit the image is refused in words.
     widget.advanced.channel_axis.setCurrentText("2")  # 32 "channels": allowed, but then the annotations do not fit
-    widget.train()
+    widget.session.train()
     assert "do not match" in errors(notes)[-1]
 
 
@@ -811,7 +806,7 @@ def test_prediction_fills_the_features_table_export_writes_it_and_bioimageio(vie
     viewer, widget = viewer_and_widget
     image, _ = add_painted_sample(viewer, widget, sample)  # scale (0.5, 0.25): 0.125 per pixel
     fast_settings(widget, steps=8)
-    widget.threshold.setValue(0.05)  # objects even from a barely trained net
+    widget.prediction_panel.threshold.setValue(0.05)  # objects even from a barely trained net
     train_and_wait(qtbot, widget, predictions_of(widget))
     assert not errors(notes)
     instances = viewer.layers["nuclei instances"]
@@ -832,20 +827,20 @@ def test_prediction_fills_the_features_table_export_writes_it_and_bioimageio(vie
 
     # Post-processing again re-measures: rows follow the new objects.
     with qtbot.waitSignal(widget.postprocess_finished, timeout=60_000):
-        widget.threshold.setValue(0.5)
+        widget.prediction_panel.threshold.setValue(0.5)
     assert instances.features["label"].tolist() == _object_ids(instances.data)
 
-    written = widget.export_labels(tmp_path / "nuclei_instances.tif", "instances")
+    written = widget.session.export_labels(tmp_path / "nuclei_instances.tif", "instances")
     assert [Path(p).name for p in written] == ["nuclei_instances.tif", "nuclei_objects.csv"]
     with open(tmp_path / "nuclei_objects.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["label"]) for r in rows] == instances.features["label"].tolist() and "index" not in rows[0]
-    assert widget.export_labels(tmp_path / "sem.tif", "semantic") == [str(tmp_path / "sem.tif")]  # no CSV for semantic
+    assert widget.session.export_labels(tmp_path / "sem.tif", "semantic") == [str(tmp_path / "sem.tif")]  # no CSV for semantic
 
     # Export to bioimage.io in the background (its bioimageio.core check runs in test_bioimageio.py).
     pytest.importorskip("bioimageio.spec")
     with qtbot.waitSignal(widget.export_finished, timeout=240_000) as done:
-        assert widget.export_bioimageio(tmp_path / "nuclei.zip", test=False)
+        assert widget.session.export_bioimageio(tmp_path / "nuclei.zip", test=False)
     assert done.args == [str(tmp_path / "nuclei.zip")]
     with zipfile.ZipFile(tmp_path / "nuclei.zip") as z:
         assert {"rdf.yaml", "weights_torchscript.pt", "cover.png"} <= set(z.namelist())
@@ -859,10 +854,10 @@ def test_stack_features_are_3d_objects_then_per_plane(viewer_and_widget, qtbot, 
     annotations = widget.new_annotations()
     annotations.data[0] = strokes[0]
     fast_settings(widget, steps=8)
-    widget.auto_predict.setChecked(False)
-    widget.threshold.setValue(0.05)
+    widget.prediction_panel.auto_predict.setChecked(False)
+    widget.prediction_panel.threshold.setValue(0.05)
     train_and_wait(qtbot, widget)
-    widget.predict_scope.setCurrentText("whole stack")
+    widget.prediction_panel.scope.setCurrentText("whole stack")
     wait_prediction(qtbot, widget, widget.predict)
     instances = viewer.layers["stack instances"]
     features = instances.features
@@ -876,10 +871,10 @@ def test_stack_features_are_3d_objects_then_per_plane(viewer_and_widget, qtbot, 
 
     # One plane predicted again: objects lying only in it are replaced, the others kept.
     only_elsewhere = features[(features["bbox_z0"] != 1) | (features["bbox_z1"] != 2)]["label"].tolist()
-    widget.predict_scope.setCurrentText("current plane")
+    widget.prediction_panel.scope.setCurrentText("current plane")
     viewer.dims.set_current_step(0, 1)
-    widget.threshold.setValue(0.1)
-    qtbot.waitUntil(lambda: not widget.is_predicting and "postprocess" not in widget._workers, timeout=60_000)
+    widget.prediction_panel.threshold.setValue(0.1)
+    qtbot.waitUntil(lambda: not widget.session.is_busy, timeout=60_000)
     wait_prediction(qtbot, widget, widget.predict)
     after = instances.features
     assert after["label"].tolist() == _object_ids(instances.data)
@@ -898,18 +893,18 @@ def test_menu_commands_train_and_predict_and_training_is_a_napari_task(make_napa
     assert f"{DISTRIBUTION}.train" in menu and f"{DISTRIBUTION}.predict" in menu
     image = viewer.add_image(sample.image, name="nuclei")
     viewer.layers.selection.active = image
-    widget = _commands._widget(viewer)  # docked by the command; the same widget every time
-    assert _commands._widget(viewer) is widget
+    widget = _commands.dock_widget(viewer)  # docked by the command; the same widget every time
+    assert _commands.dock_widget(viewer) is widget
     annotations = widget.new_annotations()
     annotations.data = dense_strokes(sample)
     fast_settings(widget, steps=400)
-    widget.auto_predict.setChecked(False)
+    widget.prediction_panel.auto_predict.setChecked(False)
     viewer.layers.selection.active = annotations  # the command finds the image the strokes belong to
     manager = viewer.window._task_status_manager
     with qtbot.waitSignal(widget.training_finished, timeout=TRAIN_TIMEOUT_MS):
         _commands.train(viewer)
-        assert widget.is_training
-        qtbot.waitUntil(lambda: widget._last_progress is not None, timeout=TRAIN_TIMEOUT_MS)
+        assert widget.session.is_training
+        qtbot.waitUntil(lambda: widget.session.last_progress is not None, timeout=TRAIN_TIMEOUT_MS)
         status = manager.get_status()
         # Only ours, in words (napari's generic "napari-worker: <function ...>" entry is not added).
         assert len(status) == 1 and status[0].startswith("napari-unet: training the U-Net on 'nuclei'"), status

@@ -3,13 +3,17 @@
 Runs the whole loop on the bundled synthetic sample (generated in memory, so
 it works offline from a wheel), then scores the U-Net against the sample's
 ground truth and against the two classic baselines on held-out images.
+Trains through :func:`napari_unet.cli.train.run_training`, the same
+progress bar and Ctrl-C handling as ``napari-unet train``.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
+from napari_unet.cli.guards import check_budget
 from napari_unet.errors import UserInputError
 
 HELD_OUT_IMAGES = 3
@@ -41,14 +45,14 @@ def run_demo(output: str | Path = "napari-unet-demo", steps: int | None = None, 
     int
         Exit status (0).
     """
-    from napari_unet.cli import run_training
-    from napari_unet.eval.baselines import otsu_watershed, random_forest
-    from napari_unet.eval.metrics import foreground_iou, instance_f1
+    from napari_unet.cli.train import run_training
     from napari_unet.core.postprocess import postprocess
     from napari_unet.core.segmenter import Segmenter
+    from napari_unet.core.training import TrainConfig
+    from napari_unet.eval.baselines import otsu_watershed, random_forest
+    from napari_unet.eval.metrics import foreground_iou, instance_f1
     from napari_unet.eval.synthetic import SAMPLE_PARAMS, make_nuclei, make_nuclei_set
     from napari_unet.io.tiff import write_labels, write_tiff
-    from napari_unet.core.training import TrainConfig
 
     out = Path(output)
     try:
@@ -101,3 +105,9 @@ def run_demo(output: str | Path = "napari-unet-demo", steps: int | None = None, 
         print(_score_row(name, scores, times[name]))
     print("  (U-Net time: prediction only; random forest: training + prediction; Otsu: no training)")
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``napari-unet demo``: the whole loop on the bundled sample, scored against its ground truth."""
+    check_budget(args.steps, args.max_time)
+    return run_demo(args.output, steps=args.steps, max_time=args.max_time, device=args.device, seed=args.seed)

@@ -1,0 +1,128 @@
+"""The widget's session without Qt: the paint -> train -> predict -> correct -> retrain -> export loop on a viewer model.
+
+Runs the real engine (a few dozen steps on 64² patches) through
+:class:`~napari_unet.plugin.runner.InlineRunner`, which runs each job at
+once on this thread, so no window, event loop or waiting is involved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tifffile
+from napari.components import ViewerModel
+from scipy import ndimage as ndi
+
+from napari_unet.core.history import run_lengths
+from napari_unet.core.postprocess import InstanceParams
+from napari_unet.eval.metrics import foreground_iou
+from napari_unet.eval.synthetic import make_nuclei
+from napari_unet.plugin.session import Session
+from napari_unet.plugin.settings import Settings
+
+STEPS = 40
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def loop():
+    """A viewer model with a generated nuclei image, a session on it, and what it tells its listeners."""
+    sample = make_nuclei((128, 128), seed=1)
+    viewer = ViewerModel()
+    viewer.add_image(sample.image, name="nuclei")
+    session = Session(viewer)
+    session.seed = 0
+    session.settings = Settings(image="nuclei", steps=STEPS, patch_size=64, batch_size=8)
+    heard: list[str] = []
+    for name in ("training_started", "training_finished", "prediction_finished", "prediction_ended", "postprocess_finished", "model_changed"):
+        getattr(session.events, name).connect(lambda *_, name=name: heard.append(name))
+    messages: list[tuple[str, str]] = []
+    session.events.notified.connect(lambda level, text: messages.append((level, text)))
+    return sample, viewer, session, heard, messages
+
+
+def strokes_of(sample) -> np.ndarray:
+    """Object cores (2) and a background ring (1) around every other nucleus."""
+    objects = sample.instances > 0
+    painted = np.zeros(sample.image.shape, np.uint8)
+    keep = np.isin(sample.instances, np.arange(1, sample.instances.max() + 1, 2))
+    painted[ndi.binary_dilation(keep, iterations=4) & ~ndi.binary_dilation(objects, iterations=1)] = 1
+    painted[ndi.binary_erosion(keep, iterations=1)] = 2
+    return painted
+
+
+@pytest.mark.slow
+def test_paint_train_predict_correct_retrain_export_without_qt(loop, tmp_path) -> None:
+    sample, viewer, session, heard, messages = loop
+    assert session.training_status() == "Training on: nothing yet (choose an image and its annotations)"
+    annotations = session.new_annotations()
+    session.settings = replace(session.settings, annotations=annotations.name)
+    assert session.training_status() == "Training on: nothing painted yet"
+    annotations.data = strokes_of(sample)
+    painted = annotations.data.copy()
+    assert session.training_status() == "Training on: 1 image, 1 painted plane"
+
+    assert session.train()
+    # Training ended, then "predict after training" wrote the layers.
+    assert heard[:3] == ["training_started", "training_finished", "prediction_finished"], heard
+    assert not [m for m in messages if m[0] == "error"], messages
+    assert run_lengths(session.segmenter.history) == [STEPS]
+    assert session.last_progress.step == STEPS and not session.training_failed
+    semantic, instances = viewer.layers["nuclei semantic"], viewer.layers["nuclei instances"]
+    first_iou = foreground_iou(semantic.data, sample.semantic)
+    assert first_iou > 0.5, first_iou
+    assert instances.data.max() >= 3
+    np.testing.assert_array_equal(annotations.data, painted)  # predictions never write the annotations
+    # Result layers are never offered for training or painting.
+    images, labels = session.layer_choices()
+    assert images == ["nuclei"] and labels == [annotations.name]
+
+    # Instance parameters re-run post-processing only, on the cached probabilities.
+    session.settings = replace(session.settings, instance_params=InstanceParams(min_size=100_000))
+    session.start_postprocess()
+    assert heard[-1] == "postprocess_finished" and instances.data.max() == 0 and semantic.data.any()
+    session.settings = replace(session.settings, instance_params=InstanceParams())
+    session.start_postprocess()
+    assert instances.data.max() >= 3
+
+    # Correct: paint the truth where the prediction is wrong, retrain from the current weights.
+    wrong = (semantic.data > 0) != (sample.semantic > 0)
+    corrected = annotations.data.copy()
+    corrected[wrong & (annotations.data == 0)] = np.where(sample.semantic[wrong & (annotations.data == 0)] > 0, 2, 1)
+    annotations.data = corrected
+    assert session.train()
+    assert run_lengths(session.segmenter.history) == [STEPS, STEPS]
+    assert heard.count("prediction_finished") == 2
+    # The correction took: most pixels painted over are now right, and the rest did not suffer.
+    still_wrong = ((semantic.data > 0) != (sample.semantic > 0))[wrong]
+    assert still_wrong.mean() < 0.5, still_wrong.mean()
+    assert foreground_iou(semantic.data, sample.semantic) > first_iou - 0.05
+
+    written = session.export_labels(tmp_path / "nuclei_instances.tif")
+    assert written[0].endswith("nuclei_instances.tif") and written[1].endswith("_objects.csv")
+    np.testing.assert_array_equal(tifffile.imread(written[0]), instances.data)
+    model = session.save_model(tmp_path / "model.pt")
+    session.reset_model()
+    assert not session.segmenter.is_trained and heard[-1] == "model_changed"
+    assert session.load_model(model) and session.segmenter.is_trained
+    assert run_lengths(session.segmenter.history) == [STEPS, STEPS]
+
+
+def test_what_cannot_be_done_is_said_and_changes_nothing(loop, tmp_path) -> None:
+    sample, viewer, session, heard, messages = loop
+    session.predict()
+    assert messages[-1] == ("error", "No model yet: train one (Train) or load a model file (Load model…) first.")
+    assert not session.train()
+    assert "no annotations layer" in messages[-1][1]
+    annotations = session.new_annotations()
+    session.settings = replace(session.settings, annotations=annotations.name)
+    session.train()  # nothing painted: the training job says so, as one line
+    assert "no annotations" in messages[-1][1] and session.training_failed and not session.is_busy
+    assert session.segmenter.model is None or not session.segmenter.is_trained
+    assert session.export_labels(tmp_path / "x.tif") == [] and "Nothing to export" in messages[-1][1]
+    annotations.data = strokes_of(sample)
+    session.settings = replace(session.settings, image="gone")
+    assert not session.train() and "no image selected" in messages[-1][1]
+    assert "prediction_finished" not in heard and len(viewer.layers) == 2
