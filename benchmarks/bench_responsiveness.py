@@ -13,7 +13,10 @@ training steps per second in (a) and (b) (from the engine's own clock, so
 both include the same work: sampling, augmentation, validation). The two
 are interleaved (a, b, a, b, …) so a drift in machine load hits both.
 
-Targets: longest stall < 100 ms; widget throughput within 10 % of direct.
+Targets: longest stall < 100 ms and p99 < 20 ms in every pair; widget throughput
+within 10 % of direct (median of the pair ratios). OpenMP waits as the package
+sets them (see ``napari_unet._short_spin_waits``; ``GOMP_SPINCOUNT=300000``
+in the environment measures torch's own setting).
 
 ``python -m benchmarks.bench_responsiveness`` (about a minute on 2 cores)
 or ``--quick`` (a few seconds of training; numbers mean little).
@@ -36,6 +39,7 @@ from benchmarks._common import base_parser, print_tables, results_dir, save_resu
 
 NAME = "responsiveness"
 STALL_TARGET_MS = 100.0
+P99_TARGET_MS = 20.0
 THROUGHPUT_TARGET = 0.10  # widget at most 10 % slower than direct
 PROBE_MS = 10
 
@@ -115,17 +119,17 @@ def run_widget(widget, settings: dict, seed: int, timeout_s: float = 3600) -> di
     widget.session.seed = seed
     widget.session.reset_model()  # every run starts from the same fresh model
 
-    import napari_unet._qt.widget as widget_module
+    import napari_unet.plugin.session as session_module
 
     worker_threads: list[int] = []
-    original = widget_module.train_steps
+    original = session_module.train_steps
 
     def recording_train_steps(*args, **kwargs):
         # Runs in the worker thread: the thread count torch really uses there.
         worker_threads.append(torch.get_num_threads())
         yield from original(*args, **kwargs)
 
-    widget_module.train_steps = recording_train_steps
+    session_module.train_steps = recording_train_steps
     loop = QEventLoop()
     widget.training_finished.connect(loop.quit)
     guard = QTimer()
@@ -138,7 +142,7 @@ def run_widget(widget, settings: dict, seed: int, timeout_s: float = 3600) -> di
         guard.start(int(timeout_s * 1000))
         loop.exec()
     finally:
-        widget_module.train_steps = original
+        session_module.train_steps = original
     stalls = probe.stop()
     widget.training_finished.disconnect(loop.quit)
     last = widget.session.last_progress
@@ -162,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=60, help="training steps per run")
     parser.add_argument("--patch", type=int, default=128, help="patch size (the widget's default)")
     parser.add_argument("--batch", type=int, default=8, help="batch size (the widget's default)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved (direct, widget) pairs")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved (direct, widget) pairs (default 5: enough for a spread)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     machine = start(NAME, args)
@@ -191,10 +195,10 @@ def main(argv: list[str] | None = None) -> dict:
     ratios = [w["steps_per_s"] / d["steps_per_s"] for d, w in zip(direct, gui)]
     ratio = statistics.median(ratios)
     stall_max = max(r["stall_max_ms"] for r in gui)
-    stall_p99 = statistics.median(r["stall_p99_ms"] for r in gui)
+    stall_p99 = max(r["stall_p99_ms"] for r in gui)
     rows = [
         ["direct (Segmenter.train loop)", direct[0]["steps"], round(d_rate, 3), "–", direct[0]["threads"], "–", "–"],
-        ["napari widget worker", gui[0]["steps"], round(w_rate, 3), round(ratio, 3), gui[0]["threads"], round(stall_max, 1), round(stall_p99, 1)],
+        ["napari widget worker", gui[0]["steps"], round(w_rate, 3), round(ratio, 3), gui[0]["threads"], round(stall_max, 1), round(stall_p99, 1)],  # worst pair's stalls
     ]
     pairs = [
         [i + 1, round(d["steps_per_s"], 3), round(w["steps_per_s"], 3), round(r, 3), round(w["stall_max_ms"], 1), round(w["stall_p99_ms"], 1)]
@@ -208,9 +212,22 @@ def main(argv: list[str] | None = None) -> dict:
             rows,
         ),
         table("Each pair (direct run, then widget run)", ["pair", "direct steps/s", "widget steps/s", "ratio", "longest stall ms", "p99 stall ms"], pairs),
+        table(
+            f"Spread over the {repeats} pairs",
+            ["figure", "min", "median", "max"],
+            [
+                [name, *(round(f(values), 3) for f in (min, statistics.median, max))]
+                for name, values in (
+                    ("widget / direct", ratios),
+                    ("longest stall ms", [r["stall_max_ms"] for r in gui]),
+                    ("p99 stall ms", [r["stall_p99_ms"] for r in gui]),
+                )
+            ],
+        ),
     ]
     targets = [
-        target("longest GUI event-loop stall while training", f"< {STALL_TARGET_MS:.0f} ms", round(stall_max, 1), stall_max < STALL_TARGET_MS),
+        target("longest GUI event-loop stall while training (every pair)", f"< {STALL_TARGET_MS:.0f} ms", round(stall_max, 1), stall_max < STALL_TARGET_MS),
+        target("p99 GUI event-loop stall (every pair)", f"< {P99_TARGET_MS:.0f} ms", round(stall_p99, 1), stall_p99 < P99_TARGET_MS),
         target("widget training throughput vs direct (median pair ratio)", f"≥ {1 - THROUGHPUT_TARGET:.2f}×", round(ratio, 3), ratio >= 1 - THROUGHPUT_TARGET),
     ]
     payload = {"title": "GUI responsiveness", "tables": tables, "targets": targets, "settings": settings, "direct": direct, "widget": gui}

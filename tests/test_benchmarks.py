@@ -35,7 +35,7 @@ def _run(args: list[str], env: dict | None = None, timeout: int = 300) -> subpro
 def quick_run(tmp_path_factory):
     """Run ``python -m benchmarks --quick`` once (1 torch thread: fast even on a busy machine)."""
     out = tmp_path_factory.mktemp("bench")
-    proc = _run(["-m", "benchmarks", "--quick", "--threads", "1", "--only", "accuracy,split,speed,memory", "--out", str(out)])
+    proc = _run(["-m", "benchmarks", "--quick", "--threads", "1", "--only", "accuracy,split,speed,contention,memory", "--out", str(out)], timeout=600)
     return out, proc
 
 
@@ -120,6 +120,28 @@ def test_split_quick(quick_run):
     assert isinstance(data["targets"][0]["met"], bool)
     out, _ = quick_run
     assert "## Instance split on true masks" in (out / "benchmarks.md").read_text()
+
+
+@pytest.mark.slow  # the shared quick run takes 40-60 s
+def test_contention_quick(quick_run):
+    """Steps/s alone and beside one and two busy processes, for both OpenMP settings."""
+    data = _load(quick_run, "contention")
+    rows = data["tables"][0]["rows"]
+    assert [(r[0], r[1]) for r in rows] == [(v, b) for v in ("napari-unet default", "torch default") for b in (0, 1, 2)]
+    assert all(r[2] > 0 for r in rows) and isinstance(data["targets"][0]["met"], bool)
+
+
+@pytest.mark.slow
+@pytest.mark.gui
+def test_responsiveness_quick(tmp_path):
+    """The GUI benchmark drives the real widget (a short run under the test's Xvfb display)."""
+    proc = _run(["-m", "benchmarks.bench_responsiveness", "--quick", "--out", str(tmp_path)], timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    data = json.loads((tmp_path / "responsiveness.json").read_text())
+    assert [t["what"].split(" (")[0] for t in data["targets"]] == [
+        "longest GUI event-loop stall while training", "p99 GUI event-loop stall", "widget training throughput vs direct",
+    ]
+    assert data["widget"][0]["steps"] == data["direct"][0]["steps"] > 0
 
 
 def test_accuracy_says_when_real_data_is_absent(tmp_path):
