@@ -118,8 +118,10 @@ def _is_zarr(path: Path) -> bool:
     return path.suffix.lower() == ".zarr"
 
 
-def _objects(result, instances_out, planes) -> int:
-    """Largest instance id: the stack generator's return value, else read back plane by plane."""
+def _objects(result, instances_out, planes) -> int | None:
+    """Largest instance id: the stack generator's return value, else read back plane by plane (None: no instances made)."""
+    if instances_out is None:
+        return None
     if isinstance(result, (int, np.integer)):
         return int(result)
     from napari_unet.core.stack import largest_id
@@ -154,8 +156,10 @@ def predict_planes(
 
     Returns
     -------
-    (list of Path, int)
-        The files written and the number of objects (largest instance id).
+    (list of Path, int or None)
+        The files written and the number of objects (largest instance id);
+        None when neither instances nor measurements were asked for (they
+        are then never computed).
     """
     from napari_unet.core.postprocess import InstanceParams
     from napari_unet.io.atomic import atomic_group, scratch_dir
@@ -168,7 +172,8 @@ def predict_planes(
     pixels = int(np.prod(shape, dtype=np.int64))
     if pixels <= IN_MEMORY_PIXELS and not any(_is_zarr(p) for p in outputs):
         semantic = np.zeros(shape, np.uint8)
-        instances = np.zeros(shape, np.uint32)
+        # Instances only when asked for (a file, or the measurements of objects).
+        instances = np.zeros(shape, np.uint32) if instances_path is not None or measurements_path is not None else None
         probabilities = np.zeros((n_classes,) + shape, np.float32) if probabilities_path else None
         measure = _measurements(segmenter, planes, semantic, instances, measurements_path)
         stack = segmenter.predict_stack(planes, semantic, instances, params, probabilities_out=probabilities, tile=tile, plane_done=measure)
@@ -187,11 +192,13 @@ def predict_planes(
         semantic = stack.enter_context(stores.open_output(semantic_path, shape, np.uint8, axes=planes.label_axes, group=group))
         if instances_path is not None:
             instances = stack.enter_context(stores.open_output(instances_path, shape, np.uint32, axes=planes.label_axes, group=group))
-        else:
-            # Instances are labelled anyway (blockwise, on disk); keep them in a
-            # scratch store beside the output that is never moved into place.
+        elif measurements_path is not None:
+            # Measured objects need instances but no file: a scratch store
+            # beside the output that is never moved into place.
             scratch = stack.enter_context(scratch_dir(semantic_path.parent))
             instances = stores.scratch_zarr(scratch / "instances.zarr", shape, np.uint32)
+        else:
+            instances = None  # only semantic labels were asked for: no instance labelling at all
         probabilities = None
         if probabilities_path is not None:
             probabilities = stack.enter_context(

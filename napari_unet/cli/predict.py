@@ -91,7 +91,8 @@ def _predict_one(args: argparse.Namespace) -> int:
             measurements_path=Path(measurements).expanduser() if measurements else None,
         )
     shape = "x".join(str(s) for s in planes.label_shape)
-    print(f"{objects} objects in {shape} ({planes.axes}); wrote {', '.join(str(w) for w in written)}")
+    found = f"{objects} objects in {shape}" if objects is not None else f"semantic labels of {shape}"
+    print(f"{found} ({planes.axes}); wrote {', '.join(str(w) for w in written)}")
     return 0
 
 
@@ -136,8 +137,9 @@ def _predict_many(args: argparse.Namespace) -> int:
         # Messages about a file may already start with its name.
         message = r.error[len(r.path.name) + 2 :] if r.error.startswith(f"{r.path.name}: ") else r.error
         print(f"napari-unet: error: {r.path.name}: {message}", file=sys.stderr)
-    objects = sum(r.objects or 0 for r in results if r.ok)
-    print(f"predicted {len(results) - len(failed)} of {len(results)} file(s) into {args.output} ({objects} objects)")
+    counted = [r.objects for r in results if r.ok and r.objects is not None]
+    objects = f" ({sum(counted)} objects)" if counted else ""
+    print(f"predicted {len(results) - len(failed)} of {len(results)} file(s) into {args.output}{objects}")
     return EXIT_USER_ERROR if failed else 0
 
 

@@ -168,7 +168,8 @@ def iter_predict_stack(
         The image.
     semantic_out, instances_out : array-like
         Writable arrays of ``planes.label_shape`` (numpy, memmap, zarr):
-        semantic classes and instance ids.
+        semantic classes and instance ids. ``instances_out=None`` computes
+        the semantic labels only (no instance labelling at all).
     params : InstanceParams
         Post-processing parameters.
     indices : sequence of tuple, optional
@@ -221,7 +222,8 @@ def iter_predict_stack(
     if planes.channels != segmenter.config.in_channels:
         raise channel_mismatch(segmenter.config.in_channels, planes.channels, planes.axes)
     _check_output(semantic_out, planes.label_shape, "semantic", planes.label_axes)
-    _check_output(instances_out, planes.label_shape, "instances", planes.label_axes)
+    if instances_out is not None:
+        _check_output(instances_out, planes.label_shape, "instances", planes.label_axes)
     if probabilities_out is not None:
         _check_output(probabilities_out, (segmenter.config.n_classes,) + planes.label_shape, "probabilities", "C" + planes.label_axes)
 
@@ -230,10 +232,10 @@ def iter_predict_stack(
         offset = 0
     else:
         todo = list(dict.fromkeys(tuple(int(i) for i in index) for index in indices))
-        offset = largest_id(instances_out, planes, skip=todo)
+        offset = largest_id(instances_out, planes, skip=todo) if instances_out is not None else 0
 
     total = len(todo)
-    relabel_3d = makes_3d_objects(segmenter, planes, indices) and objects_3d is not False
+    relabel_3d = instances_out is not None and makes_3d_objects(segmenter, planes, indices) and objects_3d is not False
     for done, index in enumerate(todo):
         label_key = planes.label_index(index)
         fixed = tuple(None if isinstance(k, slice) else k for k in label_key)
@@ -245,7 +247,7 @@ def iter_predict_stack(
             segmenter,
             planes.image(index),
             view(semantic_out, fixed, kept),
-            view(instances_out, fixed, kept),
+            view(instances_out, fixed, kept) if instances_out is not None else None,
             params,
             probabilities_out=probs,
             tile=tile,

@@ -571,3 +571,23 @@ def test_stale_temporaries_of_killed_runs_are_cleaned_and_backups_put_back(files
     assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(tmp_path / "o.tif")]) == 0
     assert not stale.exists() and live.exists()
     assert (tmp_path / "previous.tif").read_bytes() == b"the previous output" and not backup.exists()
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+def test_predict_labels_instances_only_when_asked(files, tmp_path, capsys, tiny_model, monkeypatch, suffix):
+    """Semantic labels alone never run the instance labelling (it is most of the post-processing time)."""
+    import napari_unet.core.blockwise as blockwise
+    import napari_unet.core.stitch as stitch
+
+    def no_labelling(*args, **kwargs):
+        raise AssertionError("instances were labelled although none were asked for")
+
+    monkeypatch.setattr(blockwise, "iter_label_blockwise", no_labelling)
+    monkeypatch.setattr(stitch, "iter_label_blockwise", no_labelling)
+    monkeypatch.setattr("napari_unet.batch.IN_MEMORY_PIXELS", 0 if suffix == ".zarr" else 2**40)
+    out = tmp_path / f"semantic{suffix}"
+    assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(out)]) == 0
+    assert out.exists() and "semantic labels of 96x96" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(out), "--instances", str(tmp_path / f"i{suffix}")]) == 0
+    assert " objects in 96x96" in capsys.readouterr().out
