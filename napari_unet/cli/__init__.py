@@ -13,6 +13,7 @@ Contract (scripts outside the project call it)::
                         [--workers N | --scheduler ADDRESS] [--measurements [OBJECTS.csv]]
     napari-unet export MODEL -o PACKAGE.zip [--sample IMAGE.tif] [--axes AXES] [--name NAME]
                        [--author NAME ...] [--no-test]
+    napari-unet evaluate PREDICTED.tif TRUTH.tif [--semantic] [--json]
     napari-unet demo [--steps N | --max-time SECONDS] [--output FOLDER]
 
 Every command also takes ``--debug`` (the traceback of an error).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from napari_unet import __version__
-from napari_unet.cli import demo, export, predict, train
+from napari_unet.cli import demo, evaluate, export, predict, train
 from napari_unet.core.device import DEVICE_CHOICES
 
 AXES_HELP = (
@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_measurements_option(predict_parser)
     predict_parser.set_defaults(func=predict.cmd_predict)
     _add_export_parser(sub)
+    evaluate.add_parser(sub, common)
 
     demo_parser = sub.add_parser("demo", help="run the whole loop on the bundled sample and report its accuracy", parents=[common])
     demo_parser.add_argument("--output", default="napari-unet-demo", help="folder for the demo's TIFFs and model (default: ./napari-unet-demo)")
