@@ -139,7 +139,8 @@ def predict_planes(
     tile: int | None = None,
     progress: Callable | None = None,
     measurements_path: Path | None = None,
-) -> tuple[list[Path], int]:
+    uncertainty_path: Path | None = None,
+) -> tuple[list[Path], int | None]:
     """Predict every plane of ``planes`` into output files, all or nothing.
 
     Small TIFF outputs are computed in memory and written compressed as the
@@ -153,6 +154,8 @@ def predict_planes(
     receives a CSV of per-object measurements
     (:mod:`napari_unet.core.measure`), measured plane by plane as planes
     are predicted; it is written (atomically) once the labels are in place.
+    ``uncertainty_path`` receives the per-pixel uncertainty (float32,
+    label-shaped, :func:`~napari_unet.core.postprocess.uncertainty_from_probabilities`).
 
     Returns
     -------
@@ -161,20 +164,20 @@ def predict_planes(
         None when neither instances nor measurements were asked for (they
         are then never computed).
     """
-    from napari_unet.core.postprocess import InstanceParams
+    from napari_unet.core.postprocess import InstanceParams, uncertainty_from_probabilities
     from napari_unet.io.atomic import atomic_group, scratch_dir
     from napari_unet.io.tiff import write_labels, write_tiff
 
     params = params or InstanceParams()
     shape = tuple(planes.label_shape)
     n_classes = segmenter.config.n_classes
-    outputs = [p for p in (semantic_path, instances_path, probabilities_path) if p is not None]
+    outputs = [p for p in (semantic_path, instances_path, probabilities_path, uncertainty_path) if p is not None]
     pixels = int(np.prod(shape, dtype=np.int64))
     if pixels <= IN_MEMORY_PIXELS and not any(_is_zarr(p) for p in outputs):
         semantic = np.zeros(shape, np.uint8)
         # Instances only when asked for (a file, or the measurements of objects).
         instances = np.zeros(shape, np.uint32) if instances_path is not None or measurements_path is not None else None
-        probabilities = np.zeros((n_classes,) + shape, np.float32) if probabilities_path else None
+        probabilities = np.zeros((n_classes,) + shape, np.float32) if probabilities_path or uncertainty_path else None
         measure = _measurements(segmenter, planes, semantic, instances, measurements_path)
         stack = segmenter.predict_stack(planes, semantic, instances, params, probabilities_out=probabilities, tile=tile, plane_done=measure)
         result = drive(stack, progress)
@@ -185,6 +188,8 @@ def predict_planes(
                 write_labels(instances_path, instances, group)
             if probabilities_path is not None:
                 write_tiff(probabilities_path, probabilities, group)
+            if uncertainty_path is not None:
+                write_tiff(uncertainty_path, uncertainty_from_probabilities(probabilities), group)
         return outputs + _write_measurements(measure, measurements_path), _objects(result, instances, planes)
     from napari_unet.io import stores
     # The group is entered first so it commits last, after every store is flushed and closed.
@@ -204,10 +209,20 @@ def predict_planes(
             probabilities = stack.enter_context(
                 stores.open_output(probabilities_path, (n_classes,) + shape, np.float32, axes="C" + planes.label_axes, group=group)
             )
+        elif uncertainty_path is not None:  # needed for the uncertainty, never moved into place
+            scratch = stack.enter_context(scratch_dir(semantic_path.parent))
+            probabilities = stores.scratch_zarr(scratch / "probabilities.zarr", (n_classes,) + shape, np.float32)
+        uncertainty = None
+        if uncertainty_path is not None:
+            uncertainty = stack.enter_context(stores.open_output(uncertainty_path, shape, np.float32, axes=planes.label_axes, group=group))
         measure = _measurements(segmenter, planes, semantic, instances, measurements_path)
         stack_steps = segmenter.predict_stack(planes, semantic, instances, params, probabilities_out=probabilities, tile=tile, plane_done=measure)
         result = drive(stack_steps, progress)
         objects = _objects(result, instances, planes)
+        if uncertainty is not None:
+            for index in planes.indices():  # plane by plane: bounded memory
+                key = planes.label_index(index)
+                uncertainty[key] = uncertainty_from_probabilities(np.asarray(probabilities[(slice(None),) + tuple(key)]))
     # After the stores are in place: the CSV describes files that exist.
     return outputs + _write_measurements(measure, measurements_path), objects
 

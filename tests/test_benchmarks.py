@@ -35,7 +35,7 @@ def _run(args: list[str], env: dict | None = None, timeout: int = 300) -> subpro
 def quick_run(tmp_path_factory):
     """Run ``python -m benchmarks --quick`` once (1 torch thread: fast even on a busy machine)."""
     out = tmp_path_factory.mktemp("bench")
-    proc = _run(["-m", "benchmarks", "--quick", "--threads", "1", "--only", "accuracy,split,speed,contention,memory", "--out", str(out)], timeout=600)
+    proc = _run(["-m", "benchmarks", "--quick", "--threads", "1", "--only", "accuracy,split,uncertainty,speed,contention,memory", "--out", str(out)], timeout=600)
     return out, proc
 
 
@@ -129,6 +129,16 @@ def test_contention_quick(quick_run):
     rows = data["tables"][0]["rows"]
     assert [(r[0], r[1]) for r in rows] == [(v, b) for v in ("napari-unet default", "torch default") for b in (0, 1, 2)]
     assert all(r[2] > 0 for r in rows) and isinstance(data["targets"][0]["met"], bool)
+
+
+@pytest.mark.slow  # the shared quick run takes 40-60 s
+def test_uncertainty_quick(quick_run):
+    """ROC AUC of each uncertainty as a detector of wrong pixels, per case and summarised."""
+    data = _load(quick_run, "uncertainty")
+    summary = data["tables"][0]
+    assert [row[0] for row in summary["rows"]] == ["1 - margin (napari-unet)", "entropy", "1 - max probability"]
+    assert all(0.0 <= v <= 1.0 for row in summary["rows"] for v in row[1:] if v == v)
+    assert isinstance(data["targets"][0]["met"], bool)
 
 
 @pytest.mark.slow

@@ -129,7 +129,13 @@ class PredictionPanel(QGroupBox):
         self.auto_predict.setToolTip("Predict the image automatically when a training run ends.")
         self.show_probabilities = QCheckBox("probabilities")
         self.show_probabilities.setToolTip("Also show the object probability as an image layer.")
-        layout.addLayout(_row(self.predict_button, self.auto_predict, self.show_probabilities))
+        self.show_uncertainty = QCheckBox("uncertainty")
+        self.show_uncertainty.setToolTip(
+            "Also show where the model is unsure (1 - the margin between its two most likely classes): "
+            "bright where a stroke would help most."
+        )
+        layout.addLayout(_row(self.predict_button, self.auto_predict))
+        layout.addLayout(_row(self.show_probabilities, self.show_uncertainty))
         self.scope = QComboBox()
         self.scope.addItems([CURRENT_PLANE, WHOLE_STACK])
         self.scope.setToolTip(

@@ -121,7 +121,8 @@ class UNetWidget(QWidget):
         training.stop_button.clicked.connect(self.stop)
         training.reset_button.clicked.connect(self.session.reset_model)
         prediction.predict_button.clicked.connect(self.predict)
-        prediction.show_probabilities.toggled.connect(self.session.show_probabilities)
+        prediction.show_probabilities.toggled.connect(lambda shown: self.session.show_map("probability", shown))
+        prediction.show_uncertainty.toggled.connect(lambda shown: self.session.show_map("uncertainty", shown))
         files.save_button.clicked.connect(self._save_model_dialog)
         files.load_button.clicked.connect(self._load_model_dialog)
         files.export_button.clicked.connect(self._export_labels_dialog)
@@ -182,6 +183,7 @@ class UNetWidget(QWidget):
             live_preview=advanced.live_preview.isChecked(),
             auto_predict=prediction.auto_predict.isChecked(),
             show_probabilities=prediction.show_probabilities.isChecked(),
+            show_uncertainty=prediction.show_uncertainty.isChecked(),
             whole_stack=prediction.scope.isEnabled() and prediction.scope.currentText() == WHOLE_STACK,
             instance_params=prediction.instance_params(),
             export_measurements=self.files_panel.export_measurements.isChecked(),

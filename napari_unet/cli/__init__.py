@@ -7,7 +7,7 @@ Contract (scripts outside the project call it)::
                       [--max-time SECONDS | --steps N]
                       [--resume MODEL] [--device auto|cpu|cuda|mps] [--seed N]
     napari-unet predict IMAGE.tif -m MODEL -o LABELS.tif|.zarr [--instances INSTANCES.tif]
-                        [--probabilities PROBS.tif] [--axes AXES] [--tile N]
+                        [--probabilities PROBS.tif] [--uncertainty U.tif] [--axes AXES] [--tile N]
     napari-unet predict INPUT [INPUT ...] -m MODEL -o FOLDER [--instances]
                         [--format tif|zarr] [--axes AXES] [--tile N]
                         [--workers N | --scheduler ADDRESS] [--measurements [OBJECTS.csv]]

@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write instance labels (touching objects split): a file name for one input, no value for a folder",
     )
     predict_parser.add_argument("--probabilities", metavar="PROBS", help="also write class probabilities (float32, classes first; one input only)")
+    predict_parser.add_argument(
+        "--uncertainty", metavar="UNCERTAINTY", help="also write the per-pixel uncertainty, 1 - (best - second best class probability) (float32 in [0, 1]; one input only)"
+    )
     predict_parser.add_argument("--axes", metavar="AXES", help=AXES_HELP)
     predict_parser.add_argument("--format", choices=("tif", "zarr"), help="output format for a folder (default tif)")
     predict_parser.add_argument("--tile", type=int, metavar="N", help=f"tile side in pixels, at least {predict.MIN_TILE} (default 512, 1024 on GPUs)")

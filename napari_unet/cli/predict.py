@@ -35,15 +35,15 @@ def _named_outputs(args: argparse.Namespace, image: str) -> tuple[str | None, st
     if args.instances is True:
         out = Path(args.output)
         instances = str(out.with_name(f"{out.stem}_instances{out.suffix}"))
-    for option, path in (("--instances", instances), ("--probabilities", args.probabilities)):
+    for option, path in (("--instances", instances), ("--probabilities", args.probabilities), ("--uncertainty", args.uncertainty)):
         if path is not None and Path(path).suffix.lower() not in OUTPUT_SUFFIXES:
             raise UserInputError(f"cannot write {option} {path!r}: use a name ending in .tif, .tiff or .zarr")
     measurements = _measurements_file(args)
     refuse_overwrites(
-        {"-o": args.output, "--instances": instances, "--probabilities": args.probabilities, "--measurements": measurements},
+        {"-o": args.output, "--instances": instances, "--probabilities": args.probabilities, "--uncertainty": args.uncertainty, "--measurements": measurements},
         {"the input image": image, "the model": args.model},
     )
-    for path in (args.output, instances, args.probabilities, measurements):
+    for path in (args.output, instances, args.probabilities, args.uncertainty, measurements):
         if path is not None:
             target = Path(path).expanduser()
             check_target(target, folder_output=target.suffix.lower() == ".zarr")
@@ -89,6 +89,7 @@ def _predict_one(args: argparse.Namespace) -> int:
             tile=args.tile,
             progress=progress,
             measurements_path=Path(measurements).expanduser() if measurements else None,
+            uncertainty_path=Path(args.uncertainty).expanduser() if args.uncertainty else None,
         )
     shape = "x".join(str(s) for s in planes.label_shape)
     found = f"{objects} objects in {shape}" if objects is not None else f"semantic labels of {shape}"
@@ -105,8 +106,9 @@ def _predict_many(args: argparse.Namespace) -> int:
             f"--instances takes no file name when predicting into a folder (each input gets <name>_instances); "
             f"put it after the inputs so {args.instances!r} is read as an input"
         )
-    if args.probabilities:
-        raise UserInputError("--probabilities is only available when predicting one file into a named output")
+    for option in ("probabilities", "uncertainty"):
+        if getattr(args, option):
+            raise UserInputError(f"--{option} is only available when predicting one file into a named output")
     if isinstance(args.measurements, str):
         raise UserInputError(
             f"--measurements takes no file name when predicting into a folder (each input gets <name>_objects.csv); "

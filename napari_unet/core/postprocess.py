@@ -48,6 +48,20 @@ class InstanceParams:
         return asdict(self)
 
 
+def uncertainty_from_probabilities(probs: np.ndarray) -> np.ndarray:
+    """Per-pixel uncertainty in [0, 1] from ``(n_classes, ...)`` probabilities: 1 - (best - second best).
+
+    0 where one class has all the probability, 1 where the two most probable
+    classes are tied. As a detector of wrongly labelled pixels it scored a
+    mean ROC AUC of 0.83 on nine sparse-stroke cases of the accuracy suite
+    (80 training steps; 0.59 where the mistakes are confidently wrong dim
+    nuclei), as did predictive entropy and 1 - max probability
+    (``python -m benchmarks.bench_uncertainty``); this is the cheapest.
+    """
+    top = np.sort(np.asarray(probs, dtype=np.float32), axis=0)
+    return (1.0 - (top[-1] - top[-2])).astype(np.float32)
+
+
 def semantic_from_probabilities(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Semantic labels (0 background, c = class c) from ``(n_classes, ...)`` probabilities.
 

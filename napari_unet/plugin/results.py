@@ -19,6 +19,7 @@ import numpy as np
 from napari.layers import Image, Labels
 
 from napari_unet.core.jobs import Prediction, StackPrediction
+from napari_unet.core.postprocess import uncertainty_from_probabilities
 from napari_unet.io.axes import Planes
 from napari_unet.io.stores import default_chunks
 from napari_unet.plugin.colormaps import semantic_colormap
@@ -33,7 +34,10 @@ STYLES = {
     "semantic": {"opacity": 0.45},
     "instances": {"contour": 1, "opacity": 0.9},
     "probability": {"colormap": "magma", "blending": "additive", "contrast_limits": (0.0, 1.0), "opacity": 0.7},
+    "uncertainty": {"colormap": "viridis", "blending": "additive", "contrast_limits": (0.0, 1.0), "opacity": 0.7},
 }
+#: The per-pixel maps a prediction can show as image layers.
+MAPS = ("probability", "uncertainty")
 
 
 class ResultLayers:
@@ -94,7 +98,7 @@ class ResultLayers:
                 return False
         return True
 
-    def write_prediction(self, target: Target, planes: Planes, result: Prediction, probabilities: bool) -> None:
+    def write_prediction(self, target: Target, planes: Planes, result: Prediction, maps: tuple[str, ...] = ()) -> None:
         """Write one plane's result: the whole layers for a single-plane image, that plane of a stack."""
         for what, data in (("semantic", result.semantic), ("instances", result.instances)):
             if len(planes) == 1:
@@ -105,8 +109,8 @@ class ResultLayers:
         if result.measurements is not None:
             # `layer` is the instances layer: its features hold one row per object (napari's features table).
             set_plane_features(layer, result.measurements, dict(zip(planes.loop_axes.lower(), result.index)))
-        if probabilities:
-            self.write_probability(target, planes, result)
+        for what in maps:
+            self.write_map(target, planes, result, what)
 
     def write_stack(self, target: Target, result: StackPrediction) -> None:
         """Write a whole stack's result (in memory, or the zarr stores it was written to)."""
@@ -123,31 +127,34 @@ class ResultLayers:
         if result.measurements is not None:
             set_plane_features(layer, result.measurements, None)
 
-    def write_probability(self, target: Target, planes: Planes, result: Prediction) -> None:
-        """Show the object probability of ``result``'s plane as an image layer."""
-        # One map for "any object class" keeps the layer label-shaped whatever the number of classes.
-        foreground = 1.0 - result.probabilities[0]
-        style = self._style("probability")
+    def write_map(self, target: Target, planes: Planes, result: Prediction, what: str) -> None:
+        """Show ``result``'s plane as an image layer: the object ``"probability"`` or the ``"uncertainty"``."""
+        if what == "probability":
+            # One map for "any object class" keeps the layer label-shaped whatever the number of classes.
+            values = 1.0 - result.probabilities[0]
+        else:
+            values = uncertainty_from_probabilities(result.probabilities)
+        style = self._style(what)
         if len(planes) == 1:
-            layer = self._write(target, "probability", foreground, Image, **style)
+            layer = self._write(target, what, values, Image, **style)
         elif target.voxels <= PROBABILITY_MAX_VOXELS:
             # Only the last predicted plane is shown (its probabilities are all that is kept); other planes are 0.
-            layer = find_layer(self.viewer, target.layer_name("probability"), Image)
+            layer = find_layer(self.viewer, target.layer_name(what), Image)
             if layer is None or tuple(layer.data.shape) != target.label_shape or not self.is_ours(layer):
-                layer = self._write(target, "probability", np.zeros(target.label_shape, np.float32), Image, **style)
+                layer = self._write(target, what, np.zeros(target.label_shape, np.float32), Image, **style)
             previous = layer.metadata.get(PLANE_KEY)
             if previous is not None and tuple(previous) != tuple(result.index):
                 layer.data[planes.label_index(previous)] = 0
             layer.metadata[PLANE_KEY] = tuple(result.index)
-            write_plane(layer, planes.label_index(result.index), foreground)
+            write_plane(layer, planes.label_index(result.index), values)
         else:
-            self._notify("warning", f"'{target.name}' is too large to show probabilities.")
+            self._notify("warning", f"'{target.name}' is too large to show its {what}.")
             return
         layer.visible = True
 
-    def hide_probability(self, target: Target) -> None:
-        """Hide the image's probability layer, if there is one."""
-        layer = find_layer(self.viewer, target.layer_name("probability"), Image)
+    def hide_map(self, target: Target, what: str) -> None:
+        """Hide the image's ``what`` layer (probability, uncertainty), if there is one."""
+        layer = find_layer(self.viewer, target.layer_name(what), Image)
         if layer is not None:
             layer.visible = False
 

@@ -473,7 +473,7 @@ class Session(ModelFiles):
             if not self.results.has_results(target):  # layers removed or reshaped: nothing predicted any more
                 self._predicted.pop(target.name, None)
             self.last_prediction = Cached(target, planes, result)
-            self.results.write_prediction(target, planes, result, probabilities=self.options.show_probabilities)
+            self.results.write_prediction(target, planes, result, maps=self.options.maps())
             self._predicted.setdefault(target.name, set()).add(result.index)
         self.events.prediction_finished.emit()
         if result.params != self.options.instance_params:
@@ -529,7 +529,7 @@ class Session(ModelFiles):
         if self.closing:
             return
         self.last_prediction = Cached(cached.target, cached.planes, result)
-        self.results.write_prediction(cached.target, cached.planes, result, probabilities=False)
+        self.results.write_prediction(cached.target, cached.planes, result)
         # Other planes were made with other parameters: moving the slider predicts them again.
         self._predicted = {cached.target.name: {result.index}}
         self.events.postprocess_finished.emit()
@@ -543,15 +543,15 @@ class Session(ModelFiles):
             self._postprocess_again = False
             self.start_postprocess()
 
-    def show_probabilities(self, shown: bool) -> None:
-        """Show (write) or hide the last plane's probability layer."""
+    def show_map(self, what: str, shown: bool) -> None:
+        """Show (write) or hide the last plane's ``"probability"`` or ``"uncertainty"`` layer."""
         cached = self.last_prediction
         if cached is None:
             return
         if shown:
-            self.results.write_probability(cached.target, cached.planes, cached.prediction)
+            self.results.write_map(cached.target, cached.planes, cached.prediction, what)
         else:
-            self.results.hide_probability(cached.target)
+            self.results.hide_map(cached.target, what)
 
     # -- closing ----------------------------------------------------------------------------
     def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> None:

@@ -32,8 +32,8 @@ class Settings:
         Predict every few seconds while training.
     auto_predict : bool
         Predict when training ends, and the plane shown when the slider moves.
-    show_probabilities : bool
-        Also write the object probability as an image layer.
+    show_probabilities, show_uncertainty : bool
+        Also write the object probability / the per-pixel uncertainty as image layers.
     whole_stack : bool
         Predict every plane of a stack (else the plane shown).
     instance_params : InstanceParams
@@ -59,6 +59,7 @@ class Settings:
     live_preview: bool = False
     auto_predict: bool = True
     show_probabilities: bool = False
+    show_uncertainty: bool = False
     whole_stack: bool = False
     instance_params: InstanceParams = field(default_factory=InstanceParams)
     export_measurements: bool = True
@@ -80,3 +81,7 @@ class Settings:
             seed=seed,
             whole_objects=self.whole_objects,
         )
+
+    def maps(self) -> tuple[str, ...]:
+        """The per-pixel maps to show with each prediction ("probability", "uncertainty")."""
+        return tuple(name for name, shown in (("probability", self.show_probabilities), ("uncertainty", self.show_uncertainty)) if shown)

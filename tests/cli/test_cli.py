@@ -591,3 +591,20 @@ def test_predict_labels_instances_only_when_asked(files, tmp_path, capsys, tiny_
     monkeypatch.undo()
     assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(out), "--instances", str(tmp_path / f"i{suffix}")]) == 0
     assert " objects in 96x96" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+def test_predict_writes_the_uncertainty_beside_the_labels(files, tmp_path, tiny_model, monkeypatch, suffix):
+    """--uncertainty: 1 - (best - second best probability), float32, label-shaped; in memory and streamed alike."""
+    import zarr
+
+    monkeypatch.setattr("napari_unet.batch.IN_MEMORY_PIXELS", 0 if suffix == ".zarr" else 2**40)
+    out, unc, probs = tmp_path / f"s{suffix}", tmp_path / f"u{suffix}", tmp_path / "p.tif"
+    assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(out), "--uncertainty", str(unc), "--probabilities", str(probs)]) == 0
+    u = np.asarray(zarr.open_array(str(unc), mode="r")) if suffix == ".zarr" else tifffile.imread(unc)
+    p = tifffile.imread(probs)
+    assert u.dtype == np.float32 and u.shape == p.shape[1:] and 0 <= u.min() <= u.max() <= 1
+    np.testing.assert_allclose(u, 1 - np.abs(p[1] - p[0]), atol=1e-6)
+    assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(tmp_path / "o2.tif"), "--uncertainty", str(tmp_path / "u2.tif")]) == 0
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "u2.tif"), 1 - np.abs(p[1] - p[0]), atol=1e-6)
+    assert main(["predict", str(files["image"]), str(files["image"]), "-m", str(tiny_model), "-o", str(tmp_path / "folder"), "--uncertainty", "x.tif"]) == 1

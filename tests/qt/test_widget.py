@@ -333,6 +333,12 @@ def test_paint_train_predict_correct_export_loop(viewer_and_widget, qtbot, sampl
     widget.prediction_panel.show_probabilities.setChecked(True)
     probability = viewer.layers["nuclei probability"]
     assert probability.data.shape == sample.image.shape and 0 <= probability.data.min() <= probability.data.max() <= 1
+    # Uncertainty: highest where the two classes are closest (1 - margin), in [0, 1].
+    widget.prediction_panel.show_uncertainty.setChecked(True)
+    uncertainty = viewer.layers["nuclei uncertainty"].data
+    np.testing.assert_allclose(uncertainty, 1 - np.abs(2 * probability.data - 1), atol=1e-5)
+    widget.prediction_panel.show_uncertainty.setChecked(False)
+    assert not viewer.layers["nuclei uncertainty"].visible
 
     # Export goes through the writer: smallest dtype, same values.
     import tifffile
@@ -362,7 +368,7 @@ def test_paint_train_predict_correct_export_loop(viewer_and_widget, qtbot, sampl
     assert after[background].mean() < before[background].mean() + 0.1  # the change is local
     assert run_lengths(widget.session.segmenter.history) == [LOOP_STEPS, CORRECTION_STEPS]
     assert widget.training_panel.loss_plot.curves.run_starts == [LOOP_STEPS]
-    assert len(viewer.layers) == 5  # image, probability, semantic, instances, annotations: updated, not added
+    assert len(viewer.layers) == 6  # image, probability, uncertainty, semantic, instances, annotations: updated, not added
     assert not errors(notes)
 
 
