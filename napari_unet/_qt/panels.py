@@ -135,7 +135,13 @@ class PredictionPanel(QGroupBox):
             "bright where a stroke would help most."
         )
         layout.addLayout(_row(self.predict_button, self.auto_predict))
-        layout.addLayout(_row(self.show_probabilities, self.show_uncertainty))
+        self.next_region_button = QPushButton("Next region")
+        self.next_region_button.setToolTip(
+            "Go to where the model is least sure in the plane last predicted (regions already painted come last), "
+            "ready to paint: the stroke that helps most. Press again for the next one."
+        )
+        self.next_region_button.setEnabled(False)  # until a prediction gives suggestions
+        layout.addLayout(_row(self.show_probabilities, self.show_uncertainty, self.next_region_button))
         self.scope = QComboBox()
         self.scope.addItems([CURRENT_PLANE, WHOLE_STACK])
         self.scope.setToolTip(

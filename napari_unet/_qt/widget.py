@@ -123,6 +123,7 @@ class UNetWidget(QWidget):
         prediction.predict_button.clicked.connect(self.predict)
         prediction.show_probabilities.toggled.connect(lambda shown: self.session.show_map("probability", shown))
         prediction.show_uncertainty.toggled.connect(lambda shown: self.session.show_map("uncertainty", shown))
+        prediction.next_region_button.clicked.connect(self.session.next_region)
         files.save_button.clicked.connect(self._save_model_dialog)
         files.load_button.clicked.connect(self._load_model_dialog)
         files.export_button.clicked.connect(self._export_labels_dialog)
@@ -204,6 +205,7 @@ class UNetWidget(QWidget):
         events.export_started.connect(lambda: self.files_panel.bioimageio_button.setEnabled(False))
         events.export_finished.connect(self._on_export_finished)
         events.choices_changed.connect(self.refresh_layer_choices)
+        events.suggestions_changed.connect(self._on_suggestions)
 
     def _set_training_controls(self, training: bool) -> None:
         panel = self.training_panel
@@ -275,6 +277,11 @@ class UNetWidget(QWidget):
     def _on_prediction_ended(self) -> None:
         self._reset_predict_button()
         self.prediction_panel.progress.show_progress(1, 1)
+
+    def _on_suggestions(self, count: int) -> None:
+        button = self.prediction_panel.next_region_button
+        button.setEnabled(count > 0)
+        button.setText(f"Next region ({count})" if count else "Next region")
 
     def _on_export_finished(self, path: str) -> None:
         self.files_panel.bioimageio_button.setEnabled(True)

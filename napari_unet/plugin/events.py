@@ -41,6 +41,8 @@ class SessionEvents(SignalGroup):
     export_finished = Signal(str)
     #: The layers offered as image / annotations changed (a result layer was added).
     choices_changed = Signal()
+    #: New suggestions of where to paint next (how many regions).
+    suggestions_changed = Signal(int)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from napari_unet.plugin.result_layers import Target, channel_misaligned, find_la
 from napari_unet.plugin.results import ResultLayers
 from napari_unet.plugin.runner import Handlers, InlineRunner, Runner
 from napari_unet.plugin.settings import Settings
+from napari_unet.plugin.suggestions import Suggestions
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ SHUTDOWN_TIMEOUT_S = 15.0
 _NOTIFY = {"error": show_error, "warning": show_warning, "info": show_info}
 
 
-class Session(ModelFiles):
+class Session(ModelFiles, Suggestions):
     """Interactive segmentation of a viewer's layers, driven by a widget or a test.
 
     Parameters
@@ -84,6 +85,8 @@ class Session(ModelFiles):
         self.training_failed = False
         #: The last plane predicted (probabilities kept for post-processing again).
         self.last_prediction: Cached | None = None
+        self.suggestions = []
+        self._suggested = 0  # how many suggestions next_region() has shown
         self.results = ResultLayers(viewer, self.annotations_layer, self.notify, lambda: self._read_settings().results_dir)
         self.results.on_new_layer = self.events.choices_changed.emit
 
@@ -276,6 +279,8 @@ class Session(ModelFiles):
     def _weights_changed(self) -> None:
         """New weights: cached probabilities and the record of predicted planes are stale."""
         self.last_prediction = None
+        self.suggestions = []
+        self.events.suggestions_changed.emit(0)
         self._predicted.clear()
 
     def reset_model(self) -> None:
@@ -475,6 +480,7 @@ class Session(ModelFiles):
             self.last_prediction = Cached(target, planes, result)
             self.results.write_prediction(target, planes, result, maps=self.options.maps())
             self._predicted.setdefault(target.name, set()).add(result.index)
+            self.suggest()
         self.events.prediction_finished.emit()
         if result.params != self.options.instance_params:
             self.start_postprocess()  # the parameters changed while the network ran

@@ -79,6 +79,18 @@ def test_paint_train_predict_correct_retrain_export_without_qt(loop, tmp_path) -
     images, labels = session.layer_choices()
     assert images == ["nuclei"] and labels == [annotations.name]
 
+    # Where to paint next: the most uncertain unpainted region, shown with the annotations ready to paint.
+    assert session.suggestions and heard.count("prediction_finished") == 1
+    region = session.next_region()
+    assert region == session.suggestions[0]
+    assert region.y0 <= viewer.camera.center[-2] < region.y1 and region.x0 <= viewer.camera.center[-1] < region.x1
+    assert viewer.layers.selection.active is annotations and annotations.mode == "paint"
+    painted_there = annotations.data.copy()
+    painted_there[region.y0 : region.y1, region.x0 : region.x1] = np.where(sample.semantic[region.y0 : region.y1, region.x0 : region.x1] > 0, 2, 1)
+    annotations.data = painted_there
+    assert (session.suggest()[0].y0, session.suggest()[0].x0) != (region.y0, region.x0)  # painted: no longer first
+    annotations.data = painted
+
     # Instance parameters re-run post-processing only, on the cached probabilities.
     session.settings = replace(session.settings, instance_params=InstanceParams(min_size=100_000))
     session.start_postprocess()

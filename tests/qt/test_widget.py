@@ -339,6 +339,16 @@ def test_paint_train_predict_correct_export_loop(viewer_and_widget, qtbot, sampl
     np.testing.assert_allclose(uncertainty, 1 - np.abs(2 * probability.data - 1), atol=1e-5)
     widget.prediction_panel.show_uncertainty.setChecked(False)
     assert not viewer.layers["nuclei uncertainty"].visible
+    # "Next region" takes the user to the most uncertain unpainted region, ready to paint.
+    button = widget.prediction_panel.next_region_button
+    assert button.isEnabled() and button.text().startswith("Next region (")
+    viewer.layers.selection.active = semantic
+    button.click()
+    first = widget.session.suggestions[0]
+    y, x = (np.asarray(viewer.camera.center[-2:]) - np.asarray(image.translate)) / np.asarray(image.scale)
+    assert first.y0 <= y < first.y1 and first.x0 <= x < first.x1
+    assert viewer.layers.selection.active == annotations  # (== : the widget's layers are napari's public proxies)
+    assert str(annotations.mode) == "paint", annotations.mode
 
     # Export goes through the writer: smallest dtype, same values.
     import tifffile

@@ -1,0 +1,70 @@
+"""Where to paint next, as :class:`~napari_unet.plugin.session.Session` methods (:class:`Suggestions`).
+
+After each plane prediction the session ranks that plane's regions by the
+model's uncertainty (:func:`~napari_unet.core.suggest.rank_regions`,
+painted regions lower); :meth:`Suggestions.next_region` takes the user
+there. Kept in its own module so each file stays short; it uses the
+session's ``viewer``, ``events``, ``notify``, ``last_prediction`` and
+``annotations_layer``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_unet.core.postprocess import uncertainty_from_probabilities
+from napari_unet.core.suggest import Region, rank_regions
+
+
+class Suggestions:
+    """The session's suggestions of where to paint next."""
+
+    #: Where to paint next in the last plane predicted: regions, most uncertain first (set by the session).
+    suggestions: list[Region]
+
+    def suggest(self) -> list[Region]:
+        """Rank the last predicted plane's regions by uncertainty, painted ones lower (a few ms)."""
+        cached, annotations = self.last_prediction, self.annotations_layer()
+        self.suggestions, self._suggested = [], 0
+        if cached is not None:
+            uncertainty = uncertainty_from_probabilities(cached.probabilities)
+            strokes = None
+            if annotations is not None and tuple(annotations.data.shape) == cached.target.label_shape:
+                strokes = np.asarray(annotations.data[cached.planes.label_index(cached.prediction.index)])
+            if uncertainty.ndim == 3:  # a volume: where any plane is unsure, painted where any plane is
+                uncertainty, strokes = uncertainty.max(0), None if strokes is None else strokes.max(0)
+            self.suggestions = rank_regions(uncertainty, strokes)
+        self.events.suggestions_changed.emit(len(self.suggestions))
+        return self.suggestions
+
+    def next_region(self) -> Region | None:
+        """Show the next suggested region: camera centred on it (its plane for a stack), annotations ready to paint.
+
+        Returns
+        -------
+        Region or None
+            The region shown (plane pixel coordinates); None when there is no suggestion.
+        """
+        cached = self.last_prediction
+        if cached is None or not self.suggestions:
+            self.notify("info", "No suggestion yet: predict a plane first (suggestions come from its uncertainty).")
+            return None
+        region = self.suggestions[self._suggested % len(self.suggestions)]
+        self._suggested += 1
+        target, planes = cached.target, cached.planes
+        at = dict(zip(planes.loop_axes, cached.prediction.index))
+        at.update({a: n // 2 for a, n in zip(planes.spatial_axes, planes.spatial_shape)}, Y=region.center[0], X=region.center[1])
+        world = [at[a] * s + t for a, s, t in zip(planes.label_axes, target.scale, target.translate)]
+        first = self.viewer.dims.ndim - len(world)
+        for axis, value in enumerate(world[:-2]):
+            self.viewer.dims.set_point(first + axis, value)
+        self.viewer.camera.center = tuple(world[-2:])
+        canvas = getattr(self.viewer, "_canvas_size", None)  # the window's canvas, when there is one
+        if canvas is not None and min(canvas) > 1:
+            size = max((region.y1 - region.y0) * target.scale[-2], (region.x1 - region.x0) * target.scale[-1])
+            self.viewer.camera.zoom = 0.8 * min(canvas) / size
+        annotations = self.annotations_layer()
+        if annotations is not None:
+            self.viewer.layers.selection.active = annotations
+            annotations.mode = "paint"
+        return region
