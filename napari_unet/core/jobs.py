@@ -22,10 +22,11 @@ import numpy as np
 
 from napari_unet.core.inference import TileProgress
 from napari_unet.core.measure import StackMeasurements, measure_objects, plane_spacing
-from napari_unet.core.postprocess import InstanceParams, postprocess
+from napari_unet.core.postprocess import InstanceParams, postprocess, uncertainty_from_probabilities
 from napari_unet.core.progress import forward, throttled
 from napari_unet.core.segmenter import Segmenter
 from napari_unet.core.stack import StackProgress, largest_id, painted_indices
+from napari_unet.core.suggest import suggest_regions
 from napari_unet.core.training import TrainConfig, TrainProgress
 from napari_unet.io.axes import Planes, normalize_axes
 
@@ -52,6 +53,10 @@ class Prediction:
         so ids stay unique across the stack.
     measurements : dict, optional
         One row per object of the plane (:mod:`napari_unet.core.measure`).
+    uncertainty : numpy.ndarray, optional
+        ``(*spatial)`` per-pixel uncertainty (:func:`~napari_unet.core.postprocess.uncertainty_from_probabilities`).
+    suggestions : tuple of Region
+        Where to paint next in this plane, best first (:func:`~napari_unet.core.suggest.suggest_regions`).
     """
 
     probabilities: np.ndarray
@@ -61,6 +66,8 @@ class Prediction:
     index: tuple = ()
     id_offset: int = 0
     measurements: dict | None = None
+    uncertainty: np.ndarray | None = None
+    suggestions: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,7 @@ def predict_steps(
     tile: int | None = None,
     interval: float = PROGRESS_INTERVAL,
     scale: Sequence[float] | None = None,
+    annotations: Any = None,
 ) -> Generator[TileProgress, None, Prediction | None]:
     """Predict one plane (or volume) tile by tile, yielding progress, and return a :class:`Prediction`.
 
@@ -236,6 +244,8 @@ def predict_steps(
         Minimum seconds between two progress reports.
     scale : sequence of float, optional
         The label layers' scale (label axes order), for physical areas.
+    annotations : array-like, optional
+        Label-shaped strokes: painted regions rank lower in the suggestions.
 
     Returns
     -------
@@ -254,7 +264,10 @@ def predict_steps(
     finished, _ = yield from forward(steps, interval, lambda p: p.done == p.total, cancel)
     if not finished:
         return None
-    prediction = Prediction(probabilities, semantic, labels, params, index, offset)
+    # Uncertainty and where to paint next are worked out here, off the GUI thread.
+    uncertainty = uncertainty_from_probabilities(probabilities)
+    strokes = np.asarray(annotations[planes.label_index(index)]) if annotations is not None else None
+    prediction = Prediction(probabilities, semantic, labels, params, index, offset, None, uncertainty, tuple(suggest_regions(uncertainty, strokes)))
     return replace(prediction, measurements=measure_prediction(prediction, planes, segmenter.names(), scale))
 
 

@@ -78,3 +78,11 @@ def rank_regions(uncertainty: np.ndarray, annotations: np.ndarray | None = None,
                 regions.append(Region(y0, min(y0 + side, uncertainty.shape[0]), x0, min(x0 + side, uncertainty.shape[1]), score))
     regions.sort(key=lambda r: r.score, reverse=True)
     return regions[:top]
+
+
+def suggest_regions(uncertainty: np.ndarray, strokes: np.ndarray | None = None) -> list[Region]:
+    """:func:`rank_regions` of a plane, or of a volume seen from above (unsure where any plane is, painted where any plane is)."""
+    uncertainty = np.asarray(uncertainty)
+    if uncertainty.ndim == 3:
+        uncertainty, strokes = uncertainty.max(0), None if strokes is None else np.asarray(strokes).max(0)
+    return rank_regions(uncertainty, strokes)

@@ -132,8 +132,8 @@ class ResultLayers:
         if what == "probability":
             # One map for "any object class" keeps the layer label-shaped whatever the number of classes.
             values = 1.0 - result.probabilities[0]
-        else:
-            values = uncertainty_from_probabilities(result.probabilities)
+        else:  # worked out in the prediction job; computed here only for older results
+            values = result.uncertainty if result.uncertainty is not None else uncertainty_from_probabilities(result.probabilities)
         style = self._style(what)
         if len(planes) == 1:
             layer = self._write(target, what, values, Image, **style)

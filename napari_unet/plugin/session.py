@@ -454,8 +454,13 @@ class Session(ModelFiles, Suggestions):
         else:
             instances = find_layer(self.viewer, target.layer_name("instances"), Labels)
             ids = instances.data if instances is not None and tuple(instances.data.shape) == target.label_shape else None
+            strokes = self.annotations_layer()
+            strokes = strokes.data if strokes is not None and tuple(strokes.data.shape) == target.label_shape else None
             index = self.current_index(layer, planes)
-            self.runner.start("predict", predict_steps, segmenter, planes, params, self._cancel_prediction, index, ids, scale=target.scale, handlers=handlers)
+            self.runner.start(
+                "predict", predict_steps, segmenter, planes, params, self._cancel_prediction, index, ids,
+                scale=target.scale, annotations=strokes, handlers=handlers,
+            )
 
     def _on_predict_progress(self, progress: TileProgress | StackProgress) -> None:
         if self.closing:
@@ -480,7 +485,7 @@ class Session(ModelFiles, Suggestions):
             self.last_prediction = Cached(target, planes, result)
             self.results.write_prediction(target, planes, result, maps=self.options.maps())
             self._predicted.setdefault(target.name, set()).add(result.index)
-            self.suggest()
+            self.show_suggestions(result.suggestions)
         self.events.prediction_finished.emit()
         if result.params != self.options.instance_params:
             self.start_postprocess()  # the parameters changed while the network ran

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet.core.postprocess import uncertainty_from_probabilities
-from napari_unet.core.suggest import Region, rank_regions
+from napari_unet.core.suggest import Region, suggest_regions
 
 
 class Suggestions:
@@ -22,19 +22,24 @@ class Suggestions:
     #: Where to paint next in the last plane predicted: regions, most uncertain first (set by the session).
     suggestions: list[Region]
 
+    def show_suggestions(self, regions) -> None:
+        """Take ``regions`` (ranked in the prediction job, off the GUI thread) as the suggestions."""
+        self.suggestions, self._suggested = list(regions), 0
+        self.events.suggestions_changed.emit(len(self.suggestions))
+
     def suggest(self) -> list[Region]:
-        """Rank the last predicted plane's regions by uncertainty, painted ones lower (a few ms)."""
+        """Rank the last predicted plane's regions again, with the strokes painted since (on request)."""
         cached, annotations = self.last_prediction, self.annotations_layer()
-        self.suggestions, self._suggested = [], 0
+        regions = []
         if cached is not None:
-            uncertainty = uncertainty_from_probabilities(cached.probabilities)
+            uncertainty = cached.prediction.uncertainty
+            if uncertainty is None:
+                uncertainty = uncertainty_from_probabilities(cached.probabilities)
             strokes = None
             if annotations is not None and tuple(annotations.data.shape) == cached.target.label_shape:
                 strokes = np.asarray(annotations.data[cached.planes.label_index(cached.prediction.index)])
-            if uncertainty.ndim == 3:  # a volume: where any plane is unsure, painted where any plane is
-                uncertainty, strokes = uncertainty.max(0), None if strokes is None else strokes.max(0)
-            self.suggestions = rank_regions(uncertainty, strokes)
-        self.events.suggestions_changed.emit(len(self.suggestions))
+            regions = suggest_regions(uncertainty, strokes)
+        self.show_suggestions(regions)
         return self.suggestions
 
     def next_region(self) -> Region | None:
