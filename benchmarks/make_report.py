@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
 
 from benchmarks._common import DOCS_DIR, REPO_ROOT, RESULTS_DIR, describe_machine, format_table
 
-ORDER = ("accuracy", "split", "uncertainty", "speed", "contention", "memory", "responsiveness")
+ORDER = ("accuracy", "split", "uncertainty", "next_region", "live_strokes", "speed", "end_to_end", "contention", "memory", "responsiveness")
 RUN_COMMAND = "python -m benchmarks"
 README_START, README_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 RESULT_WORDS = {True: "met", False: "**MISSED**", None: "not measured"}
@@ -140,7 +140,89 @@ def plot_memory(data: dict, path: Path) -> Path | None:
     return path
 
 
-PLOTTERS = {"accuracy": (plot_accuracy, "accuracy_suite.png"), "speed": (plot_throughput, "speed_throughput.png"), "memory": (plot_memory, "memory_vs_size.png")}
+def plot_next_region(data: dict, path: Path) -> Path | None:
+    """Score after each round of painting, following Next region or at random: per kind (mean over seeds) and over all cases."""
+    records = data.get("records") or []
+    if not records:
+        return None
+    plt = _pyplot()
+    kinds = list(dict.fromkeys(r["kind"] for r in records))
+    groups = [(kind, [r for r in records if r["kind"] == kind]) for kind in kinds] + [("all cases", records)]
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.0 * len(groups), 3.4), sharey=True)
+    for ax, (title, recs) in zip(np.atleast_1d(axes), groups):
+        for strategy, style in (("next region", "o-"), ("random", "s--")):
+            scores = np.array([r[strategy]["scores"] for r in recs])
+            rounds = np.arange(scores.shape[1])
+            ax.plot(rounds, scores.mean(0), style, label=strategy)
+            ax.fill_between(rounds, scores.min(0), scores.max(0), alpha=0.15)
+        ax.set_title(f"{title} ({recs[0]['metric'] if title != 'all cases' else 'headline'})", fontsize=9)
+        ax.set_xlabel("round")
+        ax.set_xticks(rounds)
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("score (mean; band: min-max over seeds)")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.suptitle(f"Painting the truth over one region per round, {data.get('steps')} steps after each", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_live_strokes(data: dict, path: Path) -> Path | None:
+    """Live corrections against stop-correct-restart rounds, one pair of points per case."""
+    records = data.get("records") or []
+    if not records:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    x = np.arange(len(records))
+    for i, r in enumerate(records):
+        ax.plot([i, i], [r["live"], r["restart"]], color="grey", lw=0.8)
+    ax.plot(x, [r["restart"] for r in records], "s", color="#8fa3bf", label="stop, correct, Train again (rounds)")
+    ax.plot(x, [r["live"] for r in records], "o", color="#ff6ec7", label="painted while it trains (live)")
+    ax.set_xticks(x, [f"{r['kind']}\n{r['seed']}" for r in records], fontsize=7)
+    ax.set_ylabel("F1@0.5 / min(P, R)")
+    ax.set_title(f"The same corrections in the same {data.get('seconds', 60):g} s of training", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_end_to_end(data: dict, path: Path) -> Path | None:
+    """Where a user's wait goes: seconds per stage for each input (stacked), from the profiled runs."""
+    records = data.get("records") or []
+    if not records:
+        return None
+    plt = _pyplot()
+    stages = list(records[0]["stages_s"])
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    x = np.arange(len(records))
+    bottom = np.zeros(len(records))
+    for stage in stages:
+        share = np.array([100 * r["stages_s"][stage] / max(r["profiled_s"], 1e-9) for r in records])
+        ax.bar(x, share, bottom=bottom, label=stage)
+        bottom += share
+    ax.set_xticks(x, [f"{r['input']}\n{r['mp_per_s']:.2f} MP/s" for r in records], fontsize=8)
+    ax.set_ylabel("share of the wall time (%)")
+    ax.set_title("napari-unet predict --instances: where the time goes", fontsize=9)
+    ax.legend(fontsize=7, frameon=False, bbox_to_anchor=(1.0, 1.0), loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+PLOTTERS = {
+    "end_to_end": (plot_end_to_end, "end_to_end_stages.png"),
+    "accuracy": (plot_accuracy, "accuracy_suite.png"),
+    "live_strokes": (plot_live_strokes, "live_strokes.png"),
+    "next_region": (plot_next_region, "next_region.png"),
+    "speed": (plot_throughput, "speed_throughput.png"),
+    "memory": (plot_memory, "memory_vs_size.png"),
+}
 
 
 # -- markdown ----------------------------------------------------------------

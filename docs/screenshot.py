@@ -9,10 +9,21 @@ stack and shows plane 2, which has no strokes (``docs/screenshot_stack.png``).
 section (``../shared/data/isbi2012-em``, section 0) with strokes on it
 (40 through cells, 40 along membranes), the default 2D model, the whole
 section predicted (``docs/screenshot_em.png``).
+``--loop`` shows the correction loop on the sample (``docs/screenshot_loop.png``):
+trained with live previews while its truth is chosen in Evaluation (scores
+and the truth F1 in the plot), uncertainty shown, and Next region pressed:
+the camera on the most uncertain region, the annotations ready to paint.
+``--live`` paints while it trains (``docs/screenshot_live.png``): once the
+training runs, the cores of the sample's dim nuclei (which its strokes
+leave unpainted) are painted as objects through the layer's paint API,
+without pressing Train again; the live preview follows, the plot marks
+where the strokes came in.
 
     xvfb-run -a python docs/screenshot.py          # no display (CI, servers)
     xvfb-run -a python docs/screenshot.py --stack
     xvfb-run -a python docs/screenshot.py --em
+    xvfb-run -a python docs/screenshot.py --loop
+    xvfb-run -a python docs/screenshot.py --live
     python docs/screenshot.py --steps 120          # with a display
 
 Takes about a minute on 2 CPU cores.
@@ -96,15 +107,49 @@ def _open_em(viewer, widget):
     return annotations
 
 
+def _choose_truth(viewer, widget) -> None:
+    """The sample's "nuclei ground truth" layer chosen as Evaluation ▸ Truth; live previews every 2 s."""
+    widget.evaluation_panel.truth_combo.setCurrentText("nuclei ground truth")
+    widget.advanced.live_preview.setChecked(True)
+    widget.preview_timer.setInterval(2000)
+
+
+def _paint_while_training(viewer, widget, annotations) -> list:
+    """Once training runs, paint the dim nuclei's cores as objects (2): strokes that join the running training."""
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    image = viewer.layers["nuclei"].data.astype(float)
+    truth = viewer.layers["nuclei ground truth"].data
+    ids = np.arange(1, int(truth.max()) + 1)
+    inside = ndi.mean(image, truth, ids)
+    around = ndi.mean(image, ndi.grey_dilation(truth, size=9) * (truth == 0), ids)
+    dim = np.isin(truth, ids[inside / around < 1.3])
+    cores = ndi.binary_erosion(dim, iterations=1) & (annotations.data == 0)
+    painted: list = []
+
+    def correct(progress) -> None:
+        if not painted and progress.step >= 5:
+            painted.append(progress.step)
+            annotations.data_setitem(np.nonzero(cores), 2)
+
+    widget.session.events.training_progress.connect(correct)
+    widget.advanced.live_preview.setChecked(True)
+    widget.preview_timer.setInterval(2000)
+    return painted
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--stack", action="store_true", help="a ZYX stack painted on two planes, whole-stack prediction")
     which.add_argument("--em", action="store_true", help="a real EM section (../shared/data) with 80 strokes")
+    which.add_argument("--loop", action="store_true", help="the sample scored against its truth, uncertainty shown, Next region pressed")
+    which.add_argument("--live", action="store_true", help="the dim nuclei painted as objects while the training runs")
     parser.add_argument("--out", type=Path, default=None, help="PNG to write (default docs/screenshot.png, _stack.png or _em.png)")
     args = parser.parse_args(argv)
-    args.out = args.out or HERE / ("screenshot_stack.png" if args.stack else "screenshot_em.png" if args.em else "screenshot.png")
+    args.out = args.out or HERE / ("screenshot_stack.png" if args.stack else "screenshot_em.png" if args.em else "screenshot_loop.png" if args.loop else "screenshot_live.png" if args.live else "screenshot.png")
 
     import napari
     from qtpy.QtWidgets import QApplication
@@ -121,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         annotations = _open_em(viewer, widget)
     else:
         annotations = _open_sample(viewer, widget)
+    if args.loop:
+        _choose_truth(viewer, widget)
+    painted = _paint_while_training(viewer, widget, annotations) if args.live else None
 
     widget.advanced.budget.setValue(args.steps)
     widget.session.seed = 0
@@ -130,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     widget.session.train()  # "predict after training" is on: the labels follow
     _wait(app, lambda: finished, timeout=1800)
     print(f"trained {args.steps} steps and predicted in {time.monotonic() - started:.0f} s: {widget.training_panel.progress.format()}")
+    if painted is not None:
+        last = widget.session.last_progress
+        print(f"painted while training at step {painted[0] if painted else None}: {last.strokes} stroke updates taken in, latency {last.stroke_latency} s")
 
     viewer.layers.selection.active = annotations  # the strokes layer, as while painting
     for _ in range(25):  # let napari lay out the window at its final size
@@ -138,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.stack:
         viewer.dims.set_current_step(0, 2)  # a plane without strokes
     viewer.reset_view()  # fit the image to the canvas as laid out
+    if args.loop:
+        _wait(app, lambda: not widget.session.is_busy and not widget.session.runner.is_running("evaluate"), timeout=120)
+        widget.prediction_panel.show_uncertainty.setChecked(True)
+        viewer.layers.move(viewer.layers.index(annotations), len(viewer.layers))  # strokes on top
+        whole = viewer.camera.zoom  # the whole image in the canvas
+        widget.prediction_panel.next_region_button.click()  # camera on the region, annotations in paint mode
+        viewer.camera.zoom = 2.2 * whole  # the region with some context around it (no window size is known offscreen)
+        print(f"scores against the truth: {widget.evaluation_panel.scores.text()}")
     for _ in range(25):
         app.processEvents()
         time.sleep(0.02)

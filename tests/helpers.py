@@ -69,3 +69,24 @@ class Recorder:
 
     def read_pixels(self):
         return sum(int(np.prod(self.data[k].shape)) for k in self.reads)
+
+
+def nuclei_session(shape=(128, 128), seed=1, **settings):
+    """A viewer model with a generated nuclei image ("nuclei") and a seeded session on it, run inline.
+
+    ``settings`` are :class:`~napari_unet.plugin.settings.Settings` fields
+    (the image is chosen already). Returns ``(sample, viewer, session)``.
+    """
+    from napari.components import ViewerModel
+
+    from napari_unet.eval.synthetic import make_nuclei
+    from napari_unet.plugin.session import Session
+    from napari_unet.plugin.settings import Settings
+
+    sample = make_nuclei(shape, seed=seed)
+    viewer = ViewerModel()
+    viewer.add_image(sample.image, name="nuclei")
+    session = Session(viewer)
+    session.seed = 0
+    session.settings = Settings(image="nuclei", **settings)
+    return sample, viewer, session

@@ -35,7 +35,7 @@ def _run(args: list[str], env: dict | None = None, timeout: int = 300) -> subpro
 def quick_run(tmp_path_factory):
     """Run ``python -m benchmarks --quick`` once (1 torch thread: fast even on a busy machine)."""
     out = tmp_path_factory.mktemp("bench")
-    proc = _run(["-m", "benchmarks", "--quick", "--threads", "1", "--only", "accuracy,split,uncertainty,speed,contention,memory", "--out", str(out)], timeout=600)
+    proc = _run(["-m", "benchmarks", "--quick", "--threads", "1", "--only", "accuracy,split,uncertainty,next_region,live_strokes,speed,end_to_end,contention,memory", "--out", str(out)], timeout=600)
     return out, proc
 
 
@@ -139,6 +139,41 @@ def test_uncertainty_quick(quick_run):
     assert [row[0] for row in summary["rows"]] == ["1 - margin (napari-unet)", "entropy", "1 - max probability"]
     assert all(0.0 <= v <= 1.0 for row in summary["rows"] for v in row[1:] if v == v)
     assert isinstance(data["targets"][0]["met"], bool)
+
+
+@pytest.mark.slow  # the shared quick run takes 40-60 s
+def test_next_region_quick(quick_run):
+    """Both scripted users' scores per round, the check on unpainted pixels, and the plot."""
+    data = _load(quick_run, "next_region")
+    record = data["records"][0]
+    for strategy in ("next region", "random"):
+        assert len(record[strategy]["scores"]) == data["rounds"] + 1 == len(record[strategy]["unpainted_pixel_score"])
+        assert len(record[strategy]["regions"]) == data["rounds"] and all(0.0 <= v <= 1.0 for v in record[strategy]["scores"])
+    assert record["next region"]["scores"][0] == record["random"]["scores"][0]  # the same start
+    assert data["tables"][0]["rows"][-1][0] == "all" and isinstance(data["targets"][0]["met"], bool)
+    assert (quick_run[0] / "next_region.png").is_file()
+
+
+@pytest.mark.slow  # the shared quick run takes 40-60 s
+def test_live_strokes_quick(quick_run):
+    """Live corrections and restart rounds scored side by side, the stroke-to-step latency and the GUI cost."""
+    data = _load(quick_run, "live_strokes")
+    (record,) = data["records"]
+    assert record["corrections"] >= 1 and 0.0 <= record["live"] <= 1.0 and 0.0 <= record["restart"] <= 1.0
+    assert record["latency_max_s"] >= 0.0 and record["live_steps"] >= 1 and record["restart_steps"] >= 1
+    assert [t["met"] for t in data["targets"]] and all(isinstance(t["met"], bool) for t in data["targets"])
+    assert (quick_run[0] / "live_strokes.png").is_file()
+
+
+@pytest.mark.slow  # the shared quick run takes 40-60 s
+def test_end_to_end_quick(quick_run):
+    """The command line timed in a fresh process, its stages from a profiled run, and the plot."""
+    data = _load(quick_run, "end_to_end")
+    (record,) = data["records"]
+    assert record["input"] == "512²" and record["wall_s"] > 0 and record["mp_per_s"] > 0
+    assert set(record["stages_s"]) == {"start-up", "model loading", "read", "network", "post-processing", "write", "other"}
+    assert record["stages_s"]["network"] > 0 and all(v >= 0 for v in record["stages_s"].values())
+    assert (quick_run[0] / "end_to_end_stages.png").is_file()
 
 
 @pytest.mark.slow

@@ -101,7 +101,10 @@ class AdvancedSettings(QWidget):
         form.addRow(self.whole_objects)
 
         self.live_preview = QCheckBox("Live preview while training")
-        self.live_preview.setToolTip("Every few seconds, predict the image with the current weights (slows CPU training a little).")
+        self.live_preview.setToolTip(
+            "Every few seconds, predict the part of the plane in view with the current weights, to watch strokes painted "
+            "while training take hold (slows CPU training a little)."
+        )
         form.addRow(self.live_preview)
 
         self.channel_axis = QComboBox()

@@ -1,4 +1,9 @@
-"""Live plot of training loss, validation loss and validation IoU (matplotlib in Qt).
+"""Live plot of training loss, validation loss and IoU on held-out strokes, and F1 against a truth (matplotlib in Qt).
+
+The validation figures are measured on strokes held out of training, which
+flatter the model (they sit where the user chose to paint); the legend
+says so. Where a truth layer is chosen, the F1 of each prediction against
+it is plotted at the training step of its weights.
 
 Cheap on the GUI thread, which must stay responsive while training:
 
@@ -26,6 +31,8 @@ from napari_unet.core.history import Curves
 TRAIN_COLOR = "#8fa3bf"
 VAL_COLOR = "#ffa41b"
 IOU_COLOR = "#2ee6a8"
+TRUTH_COLOR = "#ffe14d"
+STROKE_COLOR = "#ff6ec7"
 
 
 def nice_ceiling(value: float) -> float:
@@ -41,7 +48,7 @@ def nice_ceiling(value: float) -> float:
 
 
 class LossPlot(QWidget):
-    """Training loss, validation loss (left axis) and validation IoU (right axis).
+    """Training loss, validation loss (left axis), validation IoU and truth F1 (right axis).
 
     Parameters
     ----------
@@ -57,14 +64,15 @@ class LossPlot(QWidget):
         self._last_draw = -math.inf
         self._curves = Curves()
         self._planned_end: int | None = None
-        self._limits: tuple | None = None  # (xmax, ymax, run_starts) of the cached background
+        self._truth: tuple[list, list] = ([], [])  # (steps, F1 at IoU 0.5) against the truth layer
+        self._limits: tuple | None = None  # (xmax, ymax, run_starts, stroke_steps) of the cached background
         self._background = None
         self.draw_count = 0  # redraws (full or blitted); for tests and the benchmark
         self.full_draw_count = 0
 
         self.figure = Figure(figsize=(3.4, 2.1), dpi=90, facecolor=background)
         # Fixed margins: a layout engine would re-measure every tick label on every draw.
-        self.figure.subplots_adjust(left=0.14, right=0.86, bottom=0.2, top=0.84)
+        self.figure.subplots_adjust(left=0.14, right=0.86, bottom=0.2, top=0.8)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(170)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
@@ -85,16 +93,18 @@ class LossPlot(QWidget):
                 spine.set_alpha(0.4)
         ax.set_xlabel("step", color=foreground, fontsize=8, labelpad=1)
         ax.set_ylabel("loss", color=foreground, fontsize=8, labelpad=2)
-        iou_ax.set_ylabel("held-out strokes IoU", color=IOU_COLOR, fontsize=8, labelpad=2)
+        iou_ax.set_ylabel("IoU · F1", color=IOU_COLOR, fontsize=8, labelpad=2)
         iou_ax.set_ylim(0, 1)
         # Animated artists are left out of full draws and blitted on top.
         (self._train_line,) = ax.plot([], [], color=TRAIN_COLOR, lw=0.8, label="train loss", animated=True)
-        (self._val_line,) = ax.plot([], [], color=VAL_COLOR, lw=1.4, marker="o", ms=2.5, label="held-out strokes loss", animated=True)
-        (self._iou_line,) = iou_ax.plot([], [], color=IOU_COLOR, lw=1.2, ls="--", marker="s", ms=2.5, label="held-out strokes IoU", animated=True)
+        (self._val_line,) = ax.plot([], [], color=VAL_COLOR, lw=1.4, marker="o", ms=2.5, label="val loss (held-out strokes)", animated=True)
+        (self._iou_line,) = iou_ax.plot([], [], color=IOU_COLOR, lw=1.2, ls="--", marker="s", ms=2.5, label="val IoU (held-out strokes)", animated=True)
+        (self._truth_line,) = iou_ax.plot([], [], color=TRUTH_COLOR, lw=0.8, marker="D", ms=3.5, label="truth F1@0.5", animated=True)
         self._run_lines: list = []
         self.figure.legend(
-            handles=[self._train_line, self._val_line, self._iou_line],
-            loc="upper center", fontsize=7, frameon=False, ncol=3, labelcolor=foreground, bbox_to_anchor=(0.5, 1.0),
+            handles=[self._train_line, self._val_line, self._truth_line, self._iou_line],
+            loc="upper center", fontsize=7, frameon=False, ncol=2, labelcolor=foreground, bbox_to_anchor=(0.5, 1.0),
+            columnspacing=1.0, handlelength=1.6, borderaxespad=0.2, labelspacing=0.2,
         )
         self._ax, self._iou_ax, self._foreground = ax, iou_ax, foreground
         self.canvas.mpl_connect("draw_event", self._on_full_draw)
@@ -133,31 +143,45 @@ class LossPlot(QWidget):
         else:
             self._timer.start(int(wait * 1000))
 
+    @property
+    def truth(self) -> tuple[list, list]:
+        """The (steps, F1) against the truth shown (or about to be)."""
+        return self._truth
+
+    def set_truth(self, steps: list[int], f1: list[float]) -> None:
+        """Show the F1 at IoU 0.5 against the truth layer at these training steps (empty lists: none)."""
+        self._truth = (list(steps), list(f1))
+        self.set_curves(self._curves, self._planned_end)
+
     def clear(self) -> None:
         """Empty the plot (after a model reset)."""
+        self._truth = ([], [])
         self.set_curves(Curves())
 
     def _wanted_limits(self) -> tuple:
         c = self._curves
-        last = max(c.steps[-1] if c.steps else 0, self._planned_end or 0, 10)
+        last = max(c.steps[-1] if c.steps else 0, max(self._truth[0], default=0), self._planned_end or 0, 10)
         finite = [v for v in c.loss + c.val_loss if math.isfinite(v)]
         ymax = nice_ceiling(max(finite) * 1.05) if finite else 1.0
-        return nice_ceiling(last), ymax, tuple(c.run_starts)
+        return nice_ceiling(last), ymax, tuple(c.run_starts), tuple(c.stroke_steps)
 
     def _draw(self) -> None:
         c = self._curves
         self._train_line.set_data(c.steps, c.loss)
         self._val_line.set_data(c.val_steps, c.val_loss)
         self._iou_line.set_data(c.val_steps, c.val_iou)
+        self._truth_line.set_data(*self._truth)
         limits = self._wanted_limits()
         if limits != self._limits or self._background is None:
-            xmax, ymax, run_starts = limits
+            xmax, ymax, run_starts, stroke_steps = limits
             self._ax.set_xlim(0, xmax)
             self._ax.set_ylim(0, ymax)
             for line in self._run_lines:
                 line.remove()
             # A dotted line where each retraining ("fine-tune") began.
             self._run_lines = [self._ax.axvline(x, color=self._foreground, alpha=0.35, lw=0.8, ls=":") for x in run_starts]
+            # A short tick at the top where strokes painted during training were taken in.
+            self._run_lines += [self._ax.axvline(x, ymin=0.9, color=STROKE_COLOR, alpha=0.8, lw=1.0) for x in stroke_steps]
             self._limits = limits
             self.canvas.draw()  # full render; _on_full_draw caches it and blits the curves
             self.full_draw_count += 1
@@ -177,6 +201,7 @@ class LossPlot(QWidget):
         self._ax.draw_artist(self._train_line)
         self._ax.draw_artist(self._val_line)
         self._iou_ax.draw_artist(self._iou_line)
+        self._iou_ax.draw_artist(self._truth_line)
 
     def _blit_curves(self) -> None:
         self._draw_curves()

@@ -27,6 +27,7 @@ from napari_unet._qt.loss_plot import LossPlot
 from napari_unet._qt.progress_bar import ProgressBar
 from napari_unet.core.postprocess import InstanceParams
 from napari_unet.plugin.colormaps import class_color
+from napari_unet.plugin.evaluation import NO_TRUTH
 
 #: Prediction scopes of a stack.
 CURRENT_PLANE, WHOLE_STACK = "current plane", "whole stack"
@@ -187,6 +188,34 @@ class PredictionPanel(QGroupBox):
             min_size=self.min_size.value(),
             split_strength=round(self.split_strength.value(), 3),
         )
+
+
+class EvaluationPanel(QGroupBox):
+    """The truth layer to score each prediction against, and the latest scores."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Evaluation", parent)
+        form = _form(self)
+        self.truth_combo = QComboBox()
+        self.truth_combo.addItem(NO_TRUTH)
+        self.truth_combo.setToolTip(
+            "A Labels layer holding the right answer (instance ids, or classes for a multi-class model): "
+            "each predicted plane is scored against its same plane, and the F1 is plotted at the training step."
+        )
+        form.addRow("Truth", self.truth_combo)
+        self.scores = QLabel("")
+        self.scores.setWordWrap(True)
+        self.scores.setToolTip(
+            "Against the truth's plane: object F1 at IoU 0.5 and averaged over IoU 0.5:0.95; true objects missed, "
+            "predicted objects matching none, true objects split in pieces, predicted objects merging several; "
+            "foreground IoU (and per-class IoU when scored as classes)."
+        )
+        form.addRow(self.scores)
+
+    def truth(self) -> str:
+        """The chosen truth layer's name ("" for none)."""
+        text = self.truth_combo.currentText()
+        return "" if text == NO_TRUTH else text
 
 
 class FilesPanel(QGroupBox):

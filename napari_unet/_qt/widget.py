@@ -18,12 +18,13 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QMainWindow, QVBoxLayout, QWi
 from superqt import QCollapsible
 
 from napari_unet._qt.advanced import AdvancedSettings
-from napari_unet._qt.panels import WHOLE_STACK, DataPanel, FilesPanel, PredictionPanel, TrainingPanel
+from napari_unet._qt.panels import WHOLE_STACK, DataPanel, EvaluationPanel, FilesPanel, PredictionPanel, TrainingPanel
 from napari_unet._qt.workers import QtRunner
 from napari_unet.core.device import describe_device, resolve_device
 from napari_unet.core.history import history_curves
 from napari_unet.core.training import TrainProgress
 from napari_unet.errors import UserInputError
+from napari_unet.plugin.evaluation import NO_TRUTH, Scored, describe_scores
 from napari_unet.plugin.result_layers import AUTO, CHANNEL_KEY, layer_axes
 from napari_unet.plugin.session import SHUTDOWN_TIMEOUT_S, Session
 from napari_unet.plugin.settings import Settings
@@ -48,10 +49,12 @@ def format_seconds(seconds: float) -> str:
 
 
 def describe_progress(progress: TrainProgress) -> str:
-    """One line of training progress: step, time left, held-out IoU."""
+    """One line of training progress: step, time left, strokes taken in while training, held-out IoU."""
     text = f"step {progress.step}/{progress.total_steps}" if progress.total_steps else f"step {progress.step}"
     if progress.time_left is not None and not progress.done:
         text += f" — {format_seconds(progress.time_left)} left"
+    if progress.strokes:
+        text += f" — {progress.strokes} new stroke{'s' * (progress.strokes != 1)} in"
     if progress.val_iou is not None:
         text += f" — IoU on held-out strokes {progress.val_iou:.2f}"
     return text
@@ -70,7 +73,7 @@ class UNetWidget(QWidget):
     session : Session
         What the buttons do (``train``, ``predict``, ``save_model``, ...);
         scripts and tests may call it directly, with the widget's choices.
-    data_panel, training_panel, prediction_panel, files_panel, advanced
+    data_panel, training_panel, prediction_panel, evaluation_panel, files_panel, advanced
         The controls.
 
     Signals
@@ -103,11 +106,12 @@ class UNetWidget(QWidget):
         self.data_panel = data = DataPanel()
         self.training_panel = training = TrainingPanel(*self._theme_colors())
         self.prediction_panel = prediction = PredictionPanel()
+        self.evaluation_panel = evaluation = EvaluationPanel()
         self.files_panel = files = FilesPanel()
         self.advanced = AdvancedSettings()
         self.advanced_section = QCollapsible("Advanced")
         self.advanced_section.addWidget(self.advanced)
-        for part in (data, training, prediction, files, self.advanced_section):
+        for part in (data, training, prediction, evaluation, files, self.advanced_section):
             layout.addWidget(part)
         layout.addStretch(1)
 
@@ -124,6 +128,7 @@ class UNetWidget(QWidget):
         prediction.show_probabilities.toggled.connect(lambda shown: self.session.show_map("probability", shown))
         prediction.show_uncertainty.toggled.connect(lambda shown: self.session.show_map("uncertainty", shown))
         prediction.next_region_button.clicked.connect(self.session.next_region)
+        evaluation.truth_combo.currentTextChanged.connect(lambda *_: self.session.evaluate_last())
         files.save_button.clicked.connect(self._save_model_dialog)
         files.load_button.clicked.connect(self._load_model_dialog)
         files.export_button.clicked.connect(self._export_labels_dialog)
@@ -188,6 +193,7 @@ class UNetWidget(QWidget):
             whole_stack=prediction.scope.isEnabled() and prediction.scope.currentText() == WHOLE_STACK,
             instance_params=prediction.instance_params(),
             export_measurements=self.files_panel.export_measurements.isChecked(),
+            truth=self.evaluation_panel.truth(),
         )
 
     # -- session events ------------------------------------------------------------------------
@@ -206,6 +212,7 @@ class UNetWidget(QWidget):
         events.export_finished.connect(self._on_export_finished)
         events.choices_changed.connect(self.refresh_layer_choices)
         events.suggestions_changed.connect(self._on_suggestions)
+        events.evaluated.connect(self._on_evaluated)
 
     def _set_training_controls(self, training: bool) -> None:
         panel = self.training_panel
@@ -255,6 +262,7 @@ class UNetWidget(QWidget):
             self.training_panel.loss_plot.set_curves(history_curves(segmenter.history))
         else:
             self.training_panel.loss_plot.clear()
+        self._on_evaluated(self.session.last_scores)  # scores of another model are forgotten
         self._show_model()
         trained = segmenter.is_trained
         self.training_panel.progress.show_progress(int(trained), 1, "model loaded" if trained else "not trained yet")
@@ -282,6 +290,11 @@ class UNetWidget(QWidget):
         button = self.prediction_panel.next_region_button
         button.setEnabled(count > 0)
         button.setText(f"Next region ({count})" if count else "Next region")
+
+    def _on_evaluated(self, scored: Scored | None) -> None:
+        names = self.session.segmenter.names() if self.session.segmenter.config is not None else None
+        self.evaluation_panel.scores.setText(describe_scores(scored, names) if scored is not None else "")
+        self.training_panel.loss_plot.set_truth(*self.session.truth_points())
 
     def _on_export_finished(self, path: str) -> None:
         self.files_panel.bioimageio_button.setEnabled(True)
@@ -361,6 +374,7 @@ class UNetWidget(QWidget):
         images, labels = self.session.layer_choices()
         image = _set_choices(self.data_panel.image_combo, images)
         _set_choices(self.data_panel.annotations_combo, labels, prefer=self.session.paired_name(image) if image else None)
+        _set_choices(self.evaluation_panel.truth_combo, [NO_TRUTH, *labels])
         self.schedule_status()
 
     def _on_image_changed(self, name: str) -> None:

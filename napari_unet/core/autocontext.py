@@ -41,6 +41,16 @@ def image_features(model, image: np.ndarray, device: torch.device) -> np.ndarray
         return model.features(x)[0].float().cpu().numpy()
 
 
+def forest_probabilities(model, features: np.ndarray, device: torch.device) -> np.ndarray:
+    """The model's forest's class probabilities ``(n_classes, *spatial)`` from features ``(F, *spatial)``.
+
+    Honest only on pixels the forest was not fitted on (unpainted ones, or
+    strokes painted after the fit).
+    """
+    with torch.inference_mode():
+        return model.forest(torch.as_tensor(features[None], device=device))[0].cpu().numpy()
+
+
 def _folds(target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Fold index (0..FOLDS-1) of each labelled pixel, by spatial block; -1 elsewhere."""
     labelled = target >= 0
@@ -116,8 +126,7 @@ def add_forest_inputs(
         oof[held] = _predict_pixels(fold_forest, x_all[held], n_classes)
     out, offset = [], 0
     for image, f, t in zip(images, feats, targets):
-        with torch.inference_mode():
-            probs = model.forest(torch.as_tensor(f[None], device=device))[0].cpu().numpy()
+        probs = forest_probabilities(model, f, device)
         mask = t >= 0
         n = int(mask.sum())
         probs[:, mask] = oof[offset : offset + n].T

@@ -18,6 +18,8 @@ class Curves:
         Validation figures where they changed (every few steps).
     run_starts : list of int
         Cumulative step at which each run after the first began.
+    stroke_steps : list of int
+        Cumulative steps at which strokes painted during a run were taken in.
     """
 
     steps: list[int] = field(default_factory=list)
@@ -26,6 +28,7 @@ class Curves:
     val_loss: list[float] = field(default_factory=list)
     val_iou: list[float] = field(default_factory=list)
     run_starts: list[int] = field(default_factory=list)
+    stroke_steps: list[int] = field(default_factory=list)
 
 
 def history_curves(history: Sequence[dict]) -> Curves:
@@ -40,12 +43,16 @@ def history_curves(history: Sequence[dict]) -> Curves:
     run = None
     last_step = 0
     last_val = None
+    strokes = 0
     for entry in history:
         if entry.get("run") != run:
             if run is not None:
                 offset += last_step
                 curves.run_starts.append(offset)
-            run, last_step, last_val = entry.get("run"), 0, None
+            run, last_step, last_val, strokes = entry.get("run"), 0, None, 0
+        if entry.get("strokes", 0) > strokes:  # strokes painted during the run were taken in before this step
+            strokes = entry["strokes"]
+            curves.stroke_steps.append(offset + int(entry.get("step", 0)))
         step = int(entry.get("step", 0))
         if step <= last_step:
             continue  # the "done" report repeats the last step

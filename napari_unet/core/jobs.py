@@ -14,13 +14,14 @@ import copy
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_unet.core.inference import TileProgress
+from napari_unet.core.live import StrokeFeed
 from napari_unet.core.measure import StackMeasurements, measure_objects, plane_spacing
 from napari_unet.core.postprocess import InstanceParams, postprocess, uncertainty_from_probabilities
 from napari_unet.core.progress import forward, throttled
@@ -94,11 +95,20 @@ class TrainingSet:
         ``(*spatial)`` copies of the painted annotation planes.
     sources : list of tuple
         ``(image name, painted planes)`` per image trained on.
+    origins : list of tuple
+        ``(image name, loop index)`` of each of ``images``: where strokes
+        painted during the run belong (:mod:`napari_unet.core.live`).
     """
 
     images: list
     annotations: list
     sources: list
+    origins: list = field(default_factory=list)
+
+    @property
+    def n_classes(self) -> int:
+        """Classes the annotations ask for (annotation value k is class k - 1; at least 2)."""
+        return max([2] + [int(np.max(a)) for a in self.annotations if a is not None])
 
     def describe(self, unit: str = "plane") -> str:
         """``"2 images, 5 painted planes"``."""
@@ -107,7 +117,7 @@ class TrainingSet:
         return f"{images} image{'s' * (images != 1)}, {planes} painted {unit}{'s' * (planes != 1)}"
 
 
-def painted_planes(planes: Planes, annotations: Any, copy_images: bool) -> tuple[list, list]:
+def painted_planes(planes: Planes, annotations: Any, copy_images: bool, indices: Sequence[tuple] | None = None) -> tuple[list, list]:
     """The planes of ``planes`` whose annotations have any painted pixel.
 
     Parameters
@@ -119,6 +129,8 @@ def painted_planes(planes: Planes, annotations: Any, copy_images: bool) -> tuple
     copy_images : bool
         Copy the image planes now (in-memory images); else keep lazy views,
         to be read by the training worker.
+    indices : sequence of tuple, optional
+        The painted planes' loop indices, when known (:func:`painted_indices`).
 
     Returns
     -------
@@ -126,7 +138,7 @@ def painted_planes(planes: Planes, annotations: Any, copy_images: bool) -> tuple
         ``(C, *spatial)`` image planes and copies of their ``(*spatial)`` annotations.
     """
     images, labels = [], []
-    for index in painted_indices(planes, annotations):
+    for index in painted_indices(planes, annotations) if indices is None else indices:
         image = planes.image(index)
         images.append(np.array(image, copy=True) if copy_images else image)
         labels.append(np.array(annotations[planes.label_index(index)], copy=True))
@@ -155,6 +167,7 @@ def train_steps(
     snapshot_request: threading.Event | None = None,
     interval: float = PROGRESS_INTERVAL,
     ndim: int = 2,
+    strokes: StrokeFeed | None = None,
 ) -> Iterator[TrainProgress | Segmenter]:
     """Fine-tune ``segmenter``, yielding throttled progress (and snapshots on request).
 
@@ -178,6 +191,8 @@ def train_steps(
         would flood the Qt event loop on a GPU.
     ndim : int
         Spatial dimensions of a fresh model: 2 (planes) or 3 (3D U-Net).
+    strokes : StrokeFeed, optional
+        Strokes painted while training runs (:mod:`napari_unet.core.live`).
 
     Yields
     ------
@@ -192,7 +207,10 @@ def train_steps(
     if isinstance(images, (list, tuple)):
         images = [np.asarray(image) for image in images]  # lazy planes are read here, off the GUI thread
     # Only a 3D model needs the keyword: a 2D call stays exactly as before.
-    steps = segmenter.train(images, annotations, config, stop=stop.is_set, **({"ndim": ndim} if ndim != 2 else {}))
+    extra = {"ndim": ndim} if ndim != 2 else {}
+    if strokes is not None:
+        extra["strokes"] = strokes
+    steps = segmenter.train(images, annotations, config, stop=stop.is_set, **extra)
     try:
         for progress in throttled(steps, interval, is_final=lambda p: p.done):
             yield progress
@@ -269,6 +287,78 @@ def predict_steps(
     strokes = np.asarray(annotations[planes.label_index(index)]) if annotations is not None else None
     prediction = Prediction(probabilities, semantic, labels, params, index, offset, None, uncertainty, tuple(suggest_regions(uncertainty, strokes)))
     return replace(prediction, measurements=measure_prediction(prediction, planes, segmenter.names(), scale))
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A live preview of the part of a plane in view: semantic labels in a box.
+
+    Attributes
+    ----------
+    index : tuple
+        Loop index of the plane.
+    box : tuple of slice
+        The plane's spatial box the labels cover.
+    semantic : numpy.ndarray
+        Semantic labels of the box.
+    """
+
+    index: tuple
+    box: tuple
+    semantic: np.ndarray
+
+
+def preview_steps(
+    segmenter: Segmenter,
+    planes: Planes | Any,
+    params: InstanceParams,
+    index: tuple,
+    box: tuple,
+    cancel: threading.Event | None = None,
+    interval: float = PROGRESS_INTERVAL,
+    margin: int = 32,
+) -> Generator[TileProgress, None, Preview | None]:
+    """Predict the semantic labels of one box of a plane (a live preview of the part in view).
+
+    Cheaper than :func:`predict_steps` in proportion to the box: only the
+    box and ``margin`` pixels of context around it go through the network,
+    and neither instances, uncertainty nor measurements are worked out
+    (they come with the full prediction after training).
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        A :func:`snapshot` of the training model.
+    planes : Planes or array-like
+        The image; only the box of plane ``index`` is read.
+    params : InstanceParams
+        For the threshold.
+    index : tuple
+        Loop index of the plane.
+    box : tuple of slice
+        Spatial box of the plane.
+    cancel : threading.Event, optional
+        Checked between tiles; when set, the generator returns None.
+    interval : float
+        Minimum seconds between two progress reports.
+    margin : int
+        Pixels of context predicted around the box and then dropped.
+
+    Returns
+    -------
+    Preview or None
+    """
+    planes = _as_planes(planes)
+    index = tuple(index)
+    grown = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(box, planes.spatial_shape))
+    image = np.asarray(planes.image(index)[(slice(None), *grown)])
+    semantic = np.zeros(image.shape[1:], np.uint8)
+    steps = segmenter.predict_plane(image, semantic, None, params)
+    finished, _ = yield from forward(steps, interval, lambda p: p.done == p.total, cancel)
+    if not finished:
+        return None
+    inner = tuple(slice(s.start - g.start, s.stop - g.start) for s, g in zip(box, grown))
+    return Preview(index, tuple(box), semantic[inner].copy())
 
 
 def measure_prediction(prediction: Prediction, planes: Planes, class_names: Sequence[str], scale: Sequence[float] | None = None) -> dict:

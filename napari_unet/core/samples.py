@@ -308,18 +308,45 @@ class PatchSampler:
         self.batch_size = batch_size
         self.augment = augment
         self.rng = rng
+        # Strokes painted while training runs (see napari_unet.core.live):
+        # (image index, coordinates) drawn from with probability
+        # recent_share for recent_left more batches.
+        self.recent: list[tuple[int, np.ndarray]] = []
+        self.recent_share = 0.0
+        self.recent_left = 0
+        self.refresh_classes()
+
+    def refresh_classes(self) -> None:
+        """Take the classes present now (after the targets changed under the sampler)."""
         # (image index, class) pairs to pick from uniformly: class balance
         # first, then images with that class equally.
-        self.classes = sorted({c for item in data for c in item.train_coords if len(item.train_coords[c])})
+        self.classes = sorted({c for item in self.data for c in item.train_coords if len(item.train_coords[c])})
         if not self.classes:
             raise UserInputError("no labelled pixels are left for training")
 
-    def _one(self) -> tuple[np.ndarray, np.ndarray]:
+    def add_recent(self, index: int, coords: np.ndarray, batches: int, share: float) -> None:
+        """Favour ``coords`` of image ``index`` (new strokes) in the next ``batches`` batches.
+
+        Recent strokes of earlier updates stay favoured for as long.
+        """
+        if len(coords):
+            self.recent.append((index, coords))
+            self.recent_left, self.recent_share = batches, share
+
+    def _centre(self) -> tuple[LabelledImage, np.ndarray]:
+        # The random draw happens only while there are recent strokes, so a
+        # run without live strokes draws exactly the same numbers as before.
+        if self.recent and self.rng.random() < self.recent_share:
+            index, coords = self.recent[int(self.rng.integers(len(self.recent)))]
+            return self.data[index], coords[int(self.rng.integers(len(coords)))]
         c = self.classes[int(self.rng.integers(len(self.classes)))]
         holders = [i for i, item in enumerate(self.data) if len(item.train_coords.get(c, ()))]
         item = self.data[holders[int(self.rng.integers(len(holders)))]]
         coords = item.train_coords[c]
-        centre = coords[int(self.rng.integers(len(coords)))]
+        return item, coords[int(self.rng.integers(len(coords)))]
+
+    def _one(self) -> tuple[np.ndarray, np.ndarray]:
+        item, centre = self._centre()
         shape = self.patch_shape
         # Jitter the centre by up to a quarter patch (YX drawn as in 2D,
         # then Z, so 2D runs draw exactly the same random numbers).
@@ -340,6 +367,10 @@ class PatchSampler:
     def batch(self) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(x, y)``: float32 ``(B, C, *patch)`` and int64 ``(B, *patch)``."""
         pairs = [self._one() for _ in range(self.batch_size)]
+        if self.recent_left > 0:
+            self.recent_left -= 1
+            if self.recent_left == 0:
+                self.recent = []
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]).astype(np.int64)
 
 

@@ -17,6 +17,7 @@ import torch
 from napari_unet.core.checkpoint import load_checkpoint, save_checkpoint
 from napari_unet.core.device import describe_device, resolve_device
 from napari_unet.core.inference import TileProgress, default_tiling, iter_predict_tiled
+from napari_unet.core.live import StrokeFeed
 from napari_unet.core.model import UNet, UNetConfig, channel_mismatch, default_config, model_ndim
 from napari_unet.core.normalize import Normalization, apply_range, fit_normalization, image_range
 from napari_unet.core.samples import annotations_to_targets, check_annotations
@@ -121,6 +122,7 @@ class Segmenter:
         config: TrainConfig | None = None,
         stop: Callable[[], bool] | None = None,
         ndim: int = 2,
+        strokes: StrokeFeed | None = None,
     ) -> Iterator[TrainProgress]:
         """Fine-tune on painted annotations (fresh model if there is none), yielding progress.
 
@@ -141,6 +143,10 @@ class Segmenter:
         ndim : int
             Spatial dimensions (2 or 3) of a fresh model; an existing model
             keeps its own.
+        strokes : StrokeFeed, optional
+            Strokes painted while this runs, taken in between two steps
+            (:mod:`napari_unet.core.live`); images that join through it are
+            normalised like the others.
 
         Yields
         ------
@@ -186,10 +192,14 @@ class Segmenter:
         normalized = [apply_range(im, *image_range(im, self.normalization)) for im in images]
         targets = [annotations_to_targets(a) for a in annotations]
         run = len({h.get("run", 0) for h in self.history})
-        for progress in train_model(self.model, normalized, targets, config, self.device, stop):
-            self.history.append(
-                {"run": run, "step": progress.step, "loss": progress.loss, "val_loss": progress.val_loss, "val_iou": progress.val_iou, "elapsed": progress.elapsed}
-            )
+        def normalize(image: np.ndarray) -> np.ndarray:
+            return apply_range(image, *image_range(image, self.normalization))
+
+        for progress in train_model(self.model, normalized, targets, config, self.device, stop, strokes, normalize):
+            entry = {"run": run, "step": progress.step, "loss": progress.loss, "val_loss": progress.val_loss, "val_iou": progress.val_iou, "elapsed": progress.elapsed}
+            if progress.strokes:
+                entry["strokes"] = progress.strokes  # a plot marks where strokes painted during the run came in
+            self.history.append(entry)
             yield progress
 
     def fit(self, images, annotations, config: TrainConfig | None = None, ndim: int = 2) -> TrainProgress:

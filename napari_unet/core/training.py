@@ -13,15 +13,17 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_unet.core.autocontext import add_forest_inputs, image_features
+from napari_unet.core.autocontext import add_forest_inputs, forest_probabilities, image_features
 from napari_unet.core.implied import implied_background
-from napari_unet.core.samples import IGNORE, PatchSampler, class_weights, prepare, validation_patches
+from napari_unet.core.live import RECENT_SHARE, RECENT_STEPS, StrokeFeed, StrokeUpdate, apply_update
+from napari_unet.core.samples import IGNORE, LabelledImage, PatchSampler, class_weights, prepare, validation_patches
 from napari_unet.errors import UserInputError
 
 
@@ -118,6 +120,10 @@ class TrainProgress:
     ``val_loss``/``val_iou`` are the latest validation figures (None before
     the first validation or when nothing is held out); ``time_left`` is an
     estimate in seconds; ``done`` is True on the last report of a run.
+    ``strokes`` counts the stroke updates taken in while this run trained
+    (:mod:`napari_unet.core.live`; a plot marks where it grows) and
+    ``stroke_latency`` is the seconds from the latest of them being seen
+    to the end of the first step that trained on it.
     """
 
     step: int
@@ -131,6 +137,8 @@ class TrainProgress:
     fraction: float
     done: bool = False
     stopped: bool = False
+    strokes: int = 0
+    stroke_latency: float | None = None
 
 
 # A trained correction replaces the forest's answer (step 0) only when its
@@ -139,6 +147,10 @@ class TrainProgress:
 FOREST_MARGIN = 0.03
 # Forest probability above which an unpainted pixel's forest answer is used as a target.
 CONFIDENT = 0.9
+# Steps without new strokes after which the forest is fitted again on all
+# strokes (about a second on 2 CPU cores): strokes arrive as a stream of
+# small updates while the user paints, and each fit takes a second or two.
+REFIT_QUIET_STEPS = 3
 
 
 def _lr_factor(step: int, fraction: float) -> float:
@@ -186,6 +198,8 @@ def train_model(
     config: TrainConfig,
     device: torch.device,
     stop: Callable[[], bool] | None = None,
+    strokes: StrokeFeed | None = None,
+    normalize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[TrainProgress]:
     """Train ``model`` in place on normalised images and targets, yielding progress.
 
@@ -204,6 +218,14 @@ def train_model(
         Where to train.
     stop : callable, optional
         Polled before every step; training ends when it returns True.
+    strokes : StrokeFeed, optional
+        Strokes painted while training runs, taken in before every step
+        (:mod:`napari_unet.core.live`). Once strokes change, held-out
+        scores from before are not comparable: the best weights are chosen
+        again from the next validation on.
+    normalize : callable, optional
+        Maps a raw ``(C, *spatial)`` image to the model's normalised input,
+        for images that join through ``strokes`` (default: as is).
 
     Yields
     ------
@@ -285,6 +307,52 @@ def train_model(
     forest_best = best_state is not None
     step = 0
     stopped = False
+    taken = 0  # stroke updates taken in during this run
+    settled = 0  # no best weights are picked before this step (see take_strokes below)
+    latency: float | None = None
+    waiting: list[float] = []  # when the strokes taken before this step were seen
+
+    def new_item(raw: Any) -> LabelledImage:
+        """A training image painted for the first time during the run: normalised, with its forest inputs."""
+        image = np.asarray(raw, dtype=np.float32)
+        image = normalize(image) if normalize is not None else image
+        if forest:
+            probs = forest_probabilities(model, image_features(model, image, device), device)
+            image = np.concatenate([image, probs], axis=0)
+        return LabelledImage(image, np.full(image.shape[1:], IGNORE, np.int16))
+
+    def take_strokes(updates: list[StrokeUpdate]) -> bool:
+        """Apply updates to the targets and the sampler; True when the validation batch changed."""
+        rebuild = False
+        for update in updates:
+            if update.item >= len(data):
+                if update.image is None:
+                    raise ValueError(f"stroke update for training image {update.item} of {len(data)} without its pixels")
+                data.append(new_item(update.image))
+                update = replace(update, item=len(data) - 1)
+            applied = apply_update(data[update.item], update, n_classes)
+            sampler.add_recent(update.item, applied.recent, RECENT_STEPS, RECENT_SHARE)
+            rebuild |= applied.validation_changed
+            waiting.append(update.painted_at)
+        sampler.refresh_classes()
+        return rebuild
+
+    def refit_forest() -> None:
+        """Fit the forest again on every stroke, old and new, and give each training image its new forest inputs.
+
+        As at the start (:func:`add_forest_inputs`): out-of-fold
+        probabilities on painted pixels, so the U-Net still learns where
+        the forest goes wrong. Without it the forest keeps its answer
+        from before a correction, and the U-Net has to learn to overrule
+        it from a few dozen steps.
+        """
+        base = [item.image[:channels] for item in data]
+        labels = [item.train_target if item.val_target is None else np.where(item.val_target >= 0, item.val_target, item.train_target) for item in data]
+        feats = [image_features(model, image, device) for image in base]
+        for item, image in zip(data, add_forest_inputs(model, base, feats, labels, device, config.seed)):
+            item.image = image
+
+    refit_at: int | None = None  # the step at which the forest is fitted again after new strokes
     model.train()
     try:
         while True:
@@ -295,6 +363,28 @@ def train_model(
             if stop is not None and stop():
                 stopped = True
                 break
+            updates = strokes.drain() if strokes is not None else []
+            if updates:
+                taken += len(updates)
+                if take_strokes(updates):
+                    val = validation_patches(data, config.patch_size)
+                    val_x, val_y = (None, None) if val is None else (torch.as_tensor(a, device=device) for a in val)
+                    val_loss = val_iou = None
+                # The strokes changed: earlier held-out scores measured another
+                # task, and the held-out strokes do not see the correction
+                # (new strokes train). Keep the current weights, and pick a
+                # best again only once the correction has had its favoured
+                # steps: held-out scores alone would pick weights from before
+                # it took hold.
+                best_state, best_score, best_step, forest_best = None, math.inf, step, False
+                settled = step + RECENT_STEPS
+                if forest:
+                    refit_at = step + REFIT_QUIET_STEPS  # once the user has paused: a stroke arrives as several updates
+            elif refit_at is not None and step >= refit_at:
+                refit_at = None
+                refit_forest()
+                val = validation_patches(data, config.patch_size)  # its patches carry forest inputs too
+                val_x, val_y = (None, None) if val is None else (torch.as_tensor(a, device=device) for a in val)
             for group in optimizer.param_groups:
                 group["lr"] = base_lr * _lr_factor(step, fraction)
             x, y = sampler.batch()
@@ -309,6 +399,8 @@ def train_model(
             if not math.isfinite(loss_value):
                 raise RuntimeError("training diverged (loss is not finite); try a lower learning rate")
             step += 1
+            if waiting:
+                latency, waiting = time.perf_counter() - waiting[-1], []
             ema = loss_value if ema is None else 0.9 * ema + 0.1 * loss_value
             if val_x is not None and (step % config.val_every == 0):
                 val_loss, val_iou = validate()
@@ -317,22 +409,22 @@ def train_model(
             # Leaving the forest's answer (step 0) takes a clear improvement on the
             # held-out strokes, not noise: see FOREST_MARGIN.
             needed = best_score * (1 - FOREST_MARGIN) if forest_best else best_score
-            if (val_x is None or step % config.val_every == 0) and score < needed:
+            if (val_x is None or step % config.val_every == 0) and score < needed and step >= settled:
                 forest_best = False
                 best_score, best_step = score, step
                 best_state = _copy_state(model)
             elapsed = time.perf_counter() - start
             fraction = _budget_fraction(config, step, elapsed)
             time_left = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0))
-        if val_x is not None and step % config.val_every != 0 and step > 0:
+            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0), strokes=taken, stroke_latency=latency)
+        if val_x is not None and step % config.val_every != 0 and step > 0 and step >= settled:
             val_loss, val_iou = validate()
             if val_loss < (best_score * (1 - FOREST_MARGIN) if forest_best else best_score):
                 best_score, best_step = val_loss, step
                 best_state = _copy_state(model)
         elapsed = time.perf_counter() - start
         last_loss = ema if ema is not None else float("nan")
-        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped)
+        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped, strokes=taken, stroke_latency=latency)
     finally:
         # Runs on normal end, on stop, and when the caller closes the
         # generator: the model always ends with the best weights seen.

@@ -1,7 +1,8 @@
 """A prediction scored against a ground truth: what ``napari-unet evaluate`` prints.
 
-The instance F1 at IoU 0.5 is :func:`~napari_unet.eval.metrics.instance_f1`,
-the very function the benchmarks score with, so the command and the
+The instance F1 at IoU 0.5 is :func:`~napari_unet.eval.metrics.score_at` of
+:func:`~napari_unet.eval.metrics.overlaps`, the very code the benchmarks
+score with (:func:`~napari_unet.eval.metrics.instance_f1`), so the command and the
 benchmark report agree exactly.
 """
 
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from napari_unet.errors import UserInputError
-from napari_unet.eval.metrics import foreground_iou, instance_f1
+from napari_unet.eval.metrics import foreground_iou, overlaps, score_at
 
 #: IoU thresholds of the averaged F1 (0.5, 0.55, ..., 0.95), as in COCO and the DSB 2018.
 THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
@@ -71,16 +72,9 @@ class Evaluation:
         return asdict(self)
 
 
-def _pieces(inside: np.ndarray, outside: np.ndarray) -> int:
-    """Objects of ``outside`` that hold at least PIECE_SHARE of the area of each of two or more objects of ``inside``."""
-    both = (inside > 0) & (outside > 0)
-    if not both.any():
-        return 0
-    pairs, overlap = np.unique(np.stack([inside[both], outside[both]]), axis=1, return_counts=True)
-    ids, sizes = np.unique(inside[inside > 0], return_counts=True)
-    share = overlap / sizes[np.searchsorted(ids, pairs[0])]
-    holders = pairs[1][share >= PIECE_SHARE]
-    _, count = np.unique(holders, return_counts=True)
+def _pieces(holder_ids: np.ndarray, share: np.ndarray) -> int:
+    """Objects (``holder_ids`` of overlapping pairs) holding at least PIECE_SHARE of the area of each of two or more others."""
+    _, count = np.unique(holder_ids[share >= PIECE_SHARE], return_counts=True)
     return int(np.count_nonzero(count >= 2))
 
 
@@ -109,8 +103,10 @@ def evaluate(predicted: np.ndarray, truth: np.ndarray, semantic: bool = False) -
             raise UserInputError(f"the {name} holds {labels.dtype} values, not labels (integers)")
         if labels.size and labels.min() < 0:
             raise UserInputError(f"the {name} holds negative values, not labels")
-    at_half = instance_f1(predicted, truth, 0.5)
-    f1_mean = float(np.mean([instance_f1(predicted, truth, t).f1 for t in THRESHOLDS]))
+    # The overlaps are counted once for every threshold (the benchmarks' instance_f1 does the same per call).
+    found = overlaps(predicted, truth)
+    at_half = score_at(found, 0.5)
+    f1_mean = float(np.mean([score_at(found, t).f1 for t in THRESHOLDS]))
     classes_p, classes_t = (predicted, truth) if semantic else ((predicted > 0).astype(np.uint8), (truth > 0).astype(np.uint8))
     class_iou = {}
     for c in np.union1d(np.unique(classes_p), np.unique(classes_t)):
@@ -126,10 +122,9 @@ def evaluate(predicted: np.ndarray, truth: np.ndarray, semantic: bool = False) -
         matched=at_half.matched,
         missed=at_half.n_true - at_half.matched,
         false=at_half.n_pred - at_half.matched,
-        split=_pieces(predicted, truth),
-        merged=_pieces(truth, predicted),
+        split=_pieces(found.true_ids, found.inter / np.maximum(found.size_pred, 1)),
+        merged=_pieces(found.pred_ids, found.inter / np.maximum(found.size_true, 1)),
         foreground_iou=foreground_iou(predicted, truth),
         class_iou=class_iou,
         mean_iou=float(np.mean(list(class_iou.values()))) if class_iou else 1.0,
     )
-

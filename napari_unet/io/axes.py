@@ -368,6 +368,11 @@ class Planes:
         at = dict(zip(self.loop_axes, self._check(index)))
         return tuple(at.get(a, slice(None)) for a in self.label_axes)
 
+    def label_box(self, index=(), box: tuple = ()) -> tuple:
+        """Like :meth:`label_index`, with ``box`` (slices of the spatial axes, in their order) in place of the whole plane."""
+        spatial = iter(box)
+        return tuple(next(spatial, slice(None)) if isinstance(k, slice) else k for k in self.label_index(index))
+
     def label_view(self, labels, index=()):
         """A writable ``(*spatial)`` view of a label-shaped array (numpy, memmap, zarr) at ``index``."""
         if tuple(labels.shape) != self.label_shape:

@@ -80,7 +80,7 @@ def training_set(pairs: list[tuple[Image, Labels]], planes_of: Callable[[Image],
     UserInputError
         When the chosen pair does not fit.
     """
-    images, labels, sources = [], [], []
+    images, labels, sources, origins = [], [], [], []
     for number, (image_layer, annotations_layer) in enumerate(pairs):
         try:
             planes = planes_of(image_layer)
@@ -91,18 +91,19 @@ def training_set(pairs: list[tuple[Image, Labels]], planes_of: Callable[[Image],
             if warn is not None:
                 warn(f"Not training on '{image_layer.name}': {exc}")
             continue
+        indices = painted_indices(planes, annotations_layer.data)
+        count = len(indices)
         if count_only:
-            count = len(painted_indices(planes, annotations_layer.data))
             images += [None] * count
             labels += [None] * count
         else:
-            found, painted = painted_planes(planes, annotations_layer.data, copy_images=not is_lazy(planes.data))
+            found, painted = painted_planes(planes, annotations_layer.data, copy_images=not is_lazy(planes.data), indices=indices)
             images += found
             labels += painted
-            count = len(found)
+        origins += [(image_layer.name, index) for index in indices]
         if count:
             sources.append((image_layer.name, count))
-    return TrainingSet(images, labels, sources)
+    return TrainingSet(images, labels, sources, origins)
 
 
 def add_annotations_layer(viewer: Any, image: Image, target: Target, warn_large: Callable[[str], None] | None = None) -> tuple[Labels, bool]:

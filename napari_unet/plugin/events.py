@@ -43,14 +43,18 @@ class SessionEvents(SignalGroup):
     choices_changed = Signal()
     #: New suggestions of where to paint next (how many regions).
     suggestions_changed = Signal(int)
+    #: A predicted plane was scored against the truth layer: a :class:`~napari_unet.plugin.evaluation.Scored`
+    #: (with the training step it belongs to), or None when there are no scores (no truth chosen).
+    evaluated = Signal(object)
 
 
 @dataclass(frozen=True)
 class Request:
-    """A prediction asked for: the image's layer name, and the whole stack or the plane shown."""
+    """A prediction asked for: the image's layer name, the whole stack or the plane shown, and for a live preview the box in view."""
 
     name: str
     whole: bool = False
+    view: tuple | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels
 
-from napari_unet.core.jobs import Prediction, StackPrediction
+from napari_unet.core.jobs import Prediction, Preview, StackPrediction
 from napari_unet.core.postprocess import uncertainty_from_probabilities
 from napari_unet.io.axes import Planes
 from napari_unet.io.stores import default_chunks
@@ -111,6 +111,11 @@ class ResultLayers:
             set_plane_features(layer, result.measurements, dict(zip(planes.loop_axes.lower(), result.index)))
         for what in maps:
             self.write_map(target, planes, result, what)
+
+    def write_preview(self, target: Target, planes: Planes, preview: Preview) -> None:
+        """Write a live preview's semantic labels into the box of the plane it covers; the rest keeps what it showed."""
+        layer = self._result_layer(target, "semantic", preview.semantic.dtype)
+        write_plane(layer, planes.label_box(preview.index, preview.box), preview.semantic)
 
     def write_stack(self, target: Target, result: StackPrediction) -> None:
         """Write a whole stack's result (in memory, or the zarr stores it was written to)."""

@@ -30,7 +30,19 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_unet.core.device import resolve_device
 from napari_unet.core.inference import TileProgress
-from napari_unet.core.jobs import Prediction, StackPrediction, TrainingSet, predict_stack_steps, predict_steps, repostprocess, snapshot, train_steps
+from napari_unet.core.jobs import (
+    Prediction,
+    Preview,
+    StackPrediction,
+    TrainingSet,
+    predict_stack_steps,
+    predict_steps,
+    preview_steps,
+    repostprocess,
+    snapshot,
+    train_steps,
+)
+from napari_unet.core.live import StrokeFeed
 from napari_unet.core.model import default_config
 from napari_unet.core.segmenter import Segmenter, channel_mismatch
 from napari_unet.core.stack import StackProgress
@@ -38,13 +50,16 @@ from napari_unet.core.training import TrainProgress
 from napari_unet.errors import UserInputError
 from napari_unet.io.axes import Planes
 from napari_unet.plugin import annotations as pairs
+from napari_unet.plugin.evaluation import TruthEvaluation
 from napari_unet.plugin.events import Cached, Request, SessionEvents
+from napari_unet.plugin.live_strokes import StrokeWatcher
 from napari_unet.plugin.model_files import ModelFiles
 from napari_unet.plugin.result_layers import Target, channel_misaligned, find_layer, image_planes, layer_axes, shown_index
 from napari_unet.plugin.results import ResultLayers
 from napari_unet.plugin.runner import Handlers, InlineRunner, Runner
 from napari_unet.plugin.settings import Settings
 from napari_unet.plugin.suggestions import Suggestions
+from napari_unet.plugin.view import visible_box
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +68,7 @@ SHUTDOWN_TIMEOUT_S = 15.0
 _NOTIFY = {"error": show_error, "warning": show_warning, "info": show_info}
 
 
-class Session(ModelFiles, Suggestions):
+class Session(ModelFiles, Suggestions, TruthEvaluation):
     """Interactive segmentation of a viewer's layers, driven by a widget or a test.
 
     Parameters
@@ -95,6 +110,8 @@ class Session(ModelFiles, Suggestions):
         self._cancel_prediction = threading.Event()
         #: The image layer the current or last training run was started on.
         self.training_image: str | None = None
+        #: Sends strokes painted while training runs to the run (None when no run).
+        self.stroke_watcher: StrokeWatcher | None = None
         self._predict_job: tuple[Target, Planes] | None = None
         self._predicting_stack = False
         self._pending: Request | None = None  # Predict asked while training: waits for a snapshot
@@ -298,7 +315,7 @@ class Session(ModelFiles, Suggestions):
             self.segmenter.to(device)  # a fresh model is then sized by the engine for the device
             return
         channels = int(found.images[0].shape[0])
-        n_classes = max(2, max(int(a.max()) for a in found.annotations))
+        n_classes = found.n_classes
         default = default_config(device, channels, n_classes, **({"ndim": options.ndim} if options.ndim != 2 else {}))
         config = dataclasses.replace(default, depth=options.depth or default.depth, width=options.width or default.width)
         self.segmenter = Segmenter(config=config, device=device)
@@ -309,8 +326,11 @@ class Session(ModelFiles, Suggestions):
 
         Only the painted planes are copied (now, so painting may continue
         while it trains), from the chosen image and, with "train all",
-        every other image with its own annotations. The first training (or
-        the first after a reset) starts a fresh model.
+        every other image with its own annotations. Strokes painted, erased
+        or undone while it trains join the run before its next step
+        (:class:`~napari_unet.plugin.live_strokes.StrokeWatcher`), without
+        a restart. The first training (or the first after a reset) starts a
+        fresh model.
         """
         if self.is_training:
             self.notify("warning", "Training is already running: press Stop first, or wait for it to finish.")
@@ -331,13 +351,36 @@ class Session(ModelFiles, Suggestions):
         self.last_progress = None
         self._stop_training.clear()
         self._snapshot_request.clear()
+        feed = self._watch_strokes(found)
         self.events.training_started.emit()
         handlers = Handlers(yielded=self._on_train_yielded, errored=self._on_train_error, finished=self._on_train_finished)
         self.runner.start(
             "train", train_steps, self.segmenter, found.images, found.annotations, config, self._stop_training, self._snapshot_request,
-            ndim=self.spatial_ndim(), handlers=handlers, task=f"training the U-Net on '{image.name}'", cancel=self.stop,
+            ndim=self.spatial_ndim(), strokes=feed, handlers=handlers, task=f"training the U-Net on '{image.name}'", cancel=self.stop,
         )
         return True
+
+    def _watch_strokes(self, found: TrainingSet) -> StrokeFeed:
+        """Listen to the trained annotation layers for the run about to start; the feed its training reads."""
+        feed = StrokeFeed()
+        pairs = self.annotation_pairs() if self.options.train_all else self.annotation_pairs()[:1]
+        trained = {name for name, _ in found.sources} | {self.training_image}
+        watched = []
+        for image, labels in pairs:
+            if image.name not in trained:
+                continue
+            planes = image_planes(image, self.spatial_ndim())
+            if tuple(labels.data.shape) == planes.label_shape:
+                watched.append((image, labels, planes))
+        n_classes = self.segmenter.config.n_classes if self.segmenter.model is not None else found.n_classes
+        self.stroke_watcher = StrokeWatcher(feed, found, watched, n_classes, lambda message: self.notify("warning", message))
+        self.stroke_watcher.connect()
+        return feed
+
+    def _stop_watching_strokes(self) -> None:
+        if self.stroke_watcher is not None:
+            self.stroke_watcher.disconnect()
+            self.stroke_watcher = None
 
     def stop(self) -> None:
         """Ask the training to stop after the current step; the best weights are kept."""
@@ -353,7 +396,7 @@ class Session(ModelFiles, Suggestions):
         if self.closing:
             return
         if isinstance(item, Segmenter):  # a snapshot asked for by Predict or the live preview
-            request = self._pending if self._pending is not None else Request(self.training_image or "")
+            request = self._pending if self._pending is not None else self._preview_request()
             self._pending = None
             self._start_prediction(item, request)
             return
@@ -366,6 +409,7 @@ class Session(ModelFiles, Suggestions):
             self.report_error("Training", exc)
 
     def _on_train_finished(self) -> None:
+        self._stop_watching_strokes()
         if self.closing:
             return
         last = self.last_progress
@@ -381,6 +425,18 @@ class Session(ModelFiles, Suggestions):
             self._request_prediction(pending or self._request())
 
     # -- prediction ------------------------------------------------------------------------
+    def _preview_request(self) -> Request:
+        """A live preview of the training image: the part of its plane in view, or the whole plane when most of it shows."""
+        name = self.training_image or ""
+        layer = find_layer(self.viewer, name, Image)
+        if layer is None:
+            return Request(name)
+        try:
+            box = visible_box(self.viewer, layer, self.planes(layer))
+        except UserInputError:
+            box = None
+        return Request(name, view=box)
+
     def _request(self) -> Request:
         layer = self._require_image()
         return Request(layer.name, self.options.whole_stack)
@@ -445,12 +501,19 @@ class Session(ModelFiles, Suggestions):
         whole = request.whole and len(planes) > 1
         handlers = Handlers(yielded=self._on_predict_progress, returned=self._on_predicted, errored=self._on_predict_error, finished=self._on_predict_finished)
         self._predict_job = (target, planes)
+        self.note_weights(segmenter)  # the step its scores against a truth are plotted at
         self._predicting_stack = whole
         self._cancel_prediction.clear()
         self.events.prediction_started.emit(whole)
         if whole:
             store = self.results.store_dir(target) if self.results.is_large(target) else None
             self.runner.start("predict", predict_stack_steps, segmenter, planes, params, self._cancel_prediction, store, scale=target.scale, handlers=handlers)
+        elif request.view is not None:
+            handlers = Handlers(
+                yielded=self._on_predict_progress, returned=self._on_previewed, errored=self._on_predict_error, finished=self._on_predict_finished
+            )
+            index = self.current_index(layer, planes)
+            self.runner.start("predict", preview_steps, segmenter, planes, params, index, request.view, self._cancel_prediction, handlers=handlers)
         else:
             instances = find_layer(self.viewer, target.layer_name("instances"), Labels)
             ids = instances.data if instances is not None and tuple(instances.data.shape) == target.label_shape else None
@@ -486,9 +549,17 @@ class Session(ModelFiles, Suggestions):
             self.results.write_prediction(target, planes, result, maps=self.options.maps())
             self._predicted.setdefault(target.name, set()).add(result.index)
             self.show_suggestions(result.suggestions)
+            self.evaluate_prediction(target, planes, result)
         self.events.prediction_finished.emit()
         if result.params != self.options.instance_params:
             self.start_postprocess()  # the parameters changed while the network ran
+
+    def _on_previewed(self, result: Preview | None) -> None:
+        if self.closing or result is None or self._predict_job is None:
+            return
+        target, planes = self._predict_job
+        self.results.write_preview(target, planes, result)
+        self.events.prediction_finished.emit()
 
     def _on_predict_error(self, exc: Exception) -> None:
         self._again = None

@@ -40,6 +40,9 @@ class Settings:
         Post-processing parameters.
     export_measurements : bool
         Exporting instances also writes their measurements (CSV).
+    truth : str
+        Name of the Labels layer each predicted plane is scored against
+        ("" for none; see :mod:`napari_unet.plugin.evaluation`).
     """
 
     image: str = ""
@@ -63,6 +66,7 @@ class Settings:
     whole_stack: bool = False
     instance_params: InstanceParams = field(default_factory=InstanceParams)
     export_measurements: bool = True
+    truth: str = ""
 
     def train_config(self, seed: int | None = None) -> TrainConfig:
         """The training settings as a :class:`TrainConfig`.

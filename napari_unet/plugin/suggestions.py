@@ -14,6 +14,7 @@ import numpy as np
 
 from napari_unet.core.postprocess import uncertainty_from_probabilities
 from napari_unet.core.suggest import Region, suggest_regions
+from napari_unet.plugin.view import camera, canvas_size
 
 
 class Suggestions:
@@ -63,11 +64,12 @@ class Suggestions:
         first = self.viewer.dims.ndim - len(world)
         for axis, value in enumerate(world[:-2]):
             self.viewer.dims.set_point(first + axis, value)
-        self.viewer.camera.center = tuple(world[-2:])
-        canvas = getattr(self.viewer, "_canvas_size", None)  # the window's canvas, when there is one
-        if canvas is not None and min(canvas) > 1:
+        cam = camera(self.viewer)
+        cam.center = tuple(world[-2:])
+        canvas = canvas_size(self.viewer)
+        if canvas is not None:
             size = max((region.y1 - region.y0) * target.scale[-2], (region.x1 - region.x0) * target.scale[-1])
-            self.viewer.camera.zoom = 0.8 * min(canvas) / size
+            cam.zoom = 0.8 * min(canvas) / size
         annotations = self.annotations_layer()
         if annotations is not None:
             self.viewer.layers.selection.active = annotations

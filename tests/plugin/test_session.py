@@ -12,15 +12,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import tifffile
-from napari.components import ViewerModel
 from scipy import ndimage as ndi
 
 from napari_unet.core.history import run_lengths
 from napari_unet.core.postprocess import InstanceParams
 from napari_unet.eval.metrics import foreground_iou
-from napari_unet.eval.synthetic import make_nuclei
-from napari_unet.plugin.session import Session
-from napari_unet.plugin.settings import Settings
+from tests.helpers import nuclei_session
 
 STEPS = 40
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -29,12 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture
 def loop():
     """A viewer model with a generated nuclei image, a session on it, and what it tells its listeners."""
-    sample = make_nuclei((128, 128), seed=1)
-    viewer = ViewerModel()
-    viewer.add_image(sample.image, name="nuclei")
-    session = Session(viewer)
-    session.seed = 0
-    session.settings = Settings(image="nuclei", steps=STEPS, patch_size=64, batch_size=8)
+    sample, viewer, session = nuclei_session(steps=STEPS, patch_size=64, batch_size=8)
     heard: list[str] = []
     for name in ("training_started", "training_finished", "prediction_finished", "prediction_ended", "postprocess_finished", "model_changed"):
         getattr(session.events, name).connect(lambda *_, name=name: heard.append(name))
