@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     widget.advanced.budget.setValue(args.steps)
     widget.session.seed = 0
     finished = []
-    widget.prediction_finished.connect(lambda: finished.append(True))
+    # The prediction after training (live previews come while it trains).
+    widget.prediction_finished.connect(lambda: finished.append(True) if not widget.session.is_training else None)
     started = time.monotonic()
     widget.session.train()  # "predict after training" is on: the labels follow
     _wait(app, lambda: finished, timeout=1800)

@@ -207,10 +207,7 @@ def train_steps(
     if isinstance(images, (list, tuple)):
         images = [np.asarray(image) for image in images]  # lazy planes are read here, off the GUI thread
     # Only a 3D model needs the keyword: a 2D call stays exactly as before.
-    extra = {"ndim": ndim} if ndim != 2 else {}
-    if strokes is not None:
-        extra["strokes"] = strokes
-    steps = segmenter.train(images, annotations, config, stop=stop.is_set, **extra)
+    steps = segmenter.train(images, annotations, config, stop=stop.is_set, strokes=strokes, **({"ndim": ndim} if ndim != 2 else {}))
     try:
         for progress in throttled(steps, interval, is_final=lambda p: p.done):
             yield progress

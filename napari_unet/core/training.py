@@ -352,6 +352,11 @@ def train_model(
         for item, image in zip(data, add_forest_inputs(model, base, feats, labels, device, config.seed)):
             item.image = image
 
+    def validation_batch() -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The fixed validation batch, made again after held-out strokes or forest inputs changed."""
+        val = validation_patches(data, config.patch_size)
+        return (None, None) if val is None else tuple(torch.as_tensor(a, device=device) for a in val)
+
     refit_at: int | None = None  # the step at which the forest is fitted again after new strokes
     model.train()
     try:
@@ -367,8 +372,7 @@ def train_model(
             if updates:
                 taken += len(updates)
                 if take_strokes(updates):
-                    val = validation_patches(data, config.patch_size)
-                    val_x, val_y = (None, None) if val is None else (torch.as_tensor(a, device=device) for a in val)
+                    val_x, val_y = validation_batch()
                     val_loss = val_iou = None
                 # The strokes changed: earlier held-out scores measured another
                 # task, and the held-out strokes do not see the correction
@@ -383,8 +387,7 @@ def train_model(
             elif refit_at is not None and step >= refit_at:
                 refit_at = None
                 refit_forest()
-                val = validation_patches(data, config.patch_size)  # its patches carry forest inputs too
-                val_x, val_y = (None, None) if val is None else (torch.as_tensor(a, device=device) for a in val)
+                val_x, val_y = validation_batch()  # its patches carry forest inputs too
             for group in optimizer.param_groups:
                 group["lr"] = base_lr * _lr_factor(step, fraction)
             x, y = sampler.batch()

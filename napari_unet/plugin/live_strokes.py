@@ -8,9 +8,9 @@ before its next step (:mod:`napari_unet.core.live`).
 
 napari emits ``paint`` when an edit enters its undo history: after the
 pixels are written for a brush drag, but *before* for a click or a
-``data_setitem``. So each edit is sent at once and, when napari then
-reports the written pixels (``labels_update``), sent again: the training
-always ends up with the values the layer holds.
+``data_setitem``. An edit whose pixels are written is sent at once; the
+others wait until napari reports the written pixels (``labels_update``),
+so each edit is read once, with the values the layer holds.
 
 Cheap on the GUI thread, and bounded by the painted area, not the image:
 
@@ -76,6 +76,20 @@ def snap_to_cells(box: Box, shape: tuple[int, ...], cell: int = CELL) -> list[Bo
     ]
 
 
+def is_written(data: Any, atom: Any) -> bool:
+    """Whether a napari history atom's new values are in ``data`` already (it reads the atom's pixels only)."""
+    key = getattr(atom, "slice_key", None)
+    if key is not None:  # a mask-based edit: one new label
+        region = np.asarray(data[tuple(key)])
+        mask = getattr(atom, "mask", None)
+        return bool(np.all((region if mask is None else region[mask]) == atom.new_value))
+    try:
+        indices, _, new = atom
+        return bool(np.all(np.asarray(data[indices]) == new))
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
 def history_boxes(item: Iterable[Any] | None) -> list[Box]:
     """The boxes of a napari undo/redo history item (a list of atoms)."""
     boxes = [atom_box(atom) for atom in item or ()]
@@ -134,8 +148,11 @@ class StrokeWatcher:
     # -- napari events ----------------------------------------------------------------------
     def _on_paint(self, event: Any) -> None:
         boxes = history_boxes(event.value)
-        self._pending.setdefault(event.source.name, []).extend(boxes)
-        self.send(event.source, boxes)
+        atoms = list(event.value or ())
+        if atoms and is_written(event.source.data, atoms[-1]):
+            self.send(event.source, boxes)
+        else:
+            self._pending.setdefault(event.source.name, []).extend(boxes)
 
     def _on_written(self, event: Any) -> None:
         boxes = self._pending.pop(event.source.name, None)

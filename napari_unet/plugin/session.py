@@ -363,7 +363,9 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
     def _watch_strokes(self, found: TrainingSet) -> StrokeFeed:
         """Listen to the trained annotation layers for the run about to start; the feed its training reads."""
         feed = StrokeFeed()
-        pairs = self.annotation_pairs() if self.options.train_all else self.annotation_pairs()[:1]
+        pairs = self.annotation_pairs()
+        if not self.options.train_all:
+            pairs = pairs[:1]
         trained = {name for name, _ in found.sources} | {self.training_image}
         watched = []
         for image, labels in pairs:
