@@ -5,9 +5,12 @@ membranes and RGB classes; seeds 0, 1, 2), the U-Net trains a fixed number
 of steps; each unpainted scored pixel is then wrong or right (its class
 against the truth), and the uncertainty is used as a detector of wrong
 pixels: ROC AUC (1 = every wrong pixel more uncertain than every right one,
-0.5 = no better than chance). Three uncertainties are compared: the
-package's (1 - the margin between the two most probable classes), the
-normalised predictive entropy, and 1 - the highest probability.
+0.5 = no better than chance). Four uncertainties are compared: the
+package's (1 - the margin between the two most probable classes, spread
+into its neighbourhood: see
+:func:`~napari_unet.core.postprocess.uncertainty_from_probabilities`), the
+same margin per pixel alone, the normalised predictive entropy, and 1 - the
+highest probability.
 
 Target (the uncertainty issue): mean ROC AUC >= 0.85 over the cases.
 
@@ -50,7 +53,13 @@ def uncertainties(probs: np.ndarray) -> dict[str, np.ndarray]:
     from napari_unet.core.postprocess import uncertainty_from_probabilities
 
     entropy = -(probs * np.log(np.clip(probs, 1e-8, 1))).sum(0) / np.log(probs.shape[0])
-    return {"1 - margin (napari-unet)": uncertainty_from_probabilities(probs), "entropy": entropy, "1 - max probability": 1 - probs.max(0)}
+    top = np.sort(probs, axis=0)
+    return {
+        "1 - margin, spread (napari-unet)": uncertainty_from_probabilities(probs),
+        "1 - margin, per pixel": 1 - (top[-1] - top[-2]),
+        "entropy": entropy,
+        "1 - max probability": 1 - probs.max(0),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:

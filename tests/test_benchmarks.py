@@ -136,7 +136,7 @@ def test_uncertainty_quick(quick_run):
     """ROC AUC of each uncertainty as a detector of wrong pixels, per case and summarised."""
     data = _load(quick_run, "uncertainty")
     summary = data["tables"][0]
-    assert [row[0] for row in summary["rows"]] == ["1 - margin (napari-unet)", "entropy", "1 - max probability"]
+    assert [row[0] for row in summary["rows"]] == ["1 - margin, spread (napari-unet)", "1 - margin, per pixel", "entropy", "1 - max probability"]
     assert all(0.0 <= v <= 1.0 for row in summary["rows"] for v in row[1:] if v == v)
     assert isinstance(data["targets"][0]["met"], bool)
 

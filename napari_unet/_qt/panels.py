@@ -132,8 +132,8 @@ class PredictionPanel(QGroupBox):
         self.show_probabilities.setToolTip("Also show the object probability as an image layer.")
         self.show_uncertainty = QCheckBox("uncertainty")
         self.show_uncertainty.setToolTip(
-            "Also show where the model is unsure (1 - the margin between its two most likely classes): "
-            "bright where a stroke would help most."
+            "Also show where the model is unsure (1 - the margin between its two most likely classes, "
+            "spread a couple of pixels around): bright where a stroke would help most."
         )
         layout.addLayout(_row(self.predict_button, self.auto_predict))
         self.next_region_button = QPushButton("Next region")

@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict_parser.add_argument("--probabilities", metavar="PROBS", help="also write class probabilities (float32, classes first; one input only)")
     predict_parser.add_argument(
-        "--uncertainty", metavar="UNCERTAINTY", help="also write the per-pixel uncertainty, 1 - (best - second best class probability) (float32 in [0, 1]; one input only)"
+        "--uncertainty", metavar="UNCERTAINTY", help="also write the per-pixel uncertainty, 1 - (best - second best class probability), raised near unsure pixels (float32 in [0, 1]; one input only)"
     )
     predict_parser.add_argument("--axes", metavar="AXES", help=AXES_HELP)
     predict_parser.add_argument("--format", choices=("tif", "zarr"), help="output format for a folder (default tif)")

@@ -135,6 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         0, or 130/143 when Ctrl-C/SIGTERM stopped training (the best model
         so far is still written).
     """
+    from napari_unet.core.implied import whole_objects_hint
     from napari_unet.core.segmenter import Segmenter, model_ndim
     from napari_unet.core.stack import training_data
 
@@ -153,6 +154,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     images, annotations = training_data(_train_items(args, ndim, pairs), names=[image for image, _ in pairs])
     if dims_note:
         print(dims_note, file=sys.stderr)
+    hint = None if config.whole_objects else whole_objects_hint(annotations, "--whole-objects")
+    if hint:
+        print(f"note: {hint}", file=sys.stderr)
     last, interrupted = run_training(segmenter, images, annotations, config, ndim=ndim)
     if segmenter.model is None or last is None:
         print("napari-unet: interrupted before the first training step; no model written", file=sys.stderr)

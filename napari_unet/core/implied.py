@@ -59,15 +59,25 @@ _BACKGROUND = 0
 _OBJECT = 1
 
 
-def _ring_of_whole_objects(target: np.ndarray) -> np.ndarray:
-    """Unlabeled pixels of one 2D plane's targets that ring a whole painted object."""
+def _whole_pieces(target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Painted object pieces of one 2D plane's targets, which of them look whole, and the ring around them.
+
+    Returns
+    -------
+    grown : numpy.ndarray
+        Each pixel next to a piece (8-neighbourhood) holds that piece's id.
+    whole : numpy.ndarray
+        ``whole[i]`` is True when piece ``i`` counts as a whole painted
+        object (see the module docstring); ``whole[0]`` is False.
+    ring : numpy.ndarray
+        Pixels next to a piece that are not painted object.
+    """
     painted = target == _OBJECT
     pieces, n = ndi.label(painted)
     if n == 0:
-        return np.zeros(target.shape, bool)
+        return pieces, np.zeros(1, bool), np.zeros(target.shape, bool)
     depth = ndi.distance_transform_edt(painted)
     radius = np.asarray(ndi.maximum(depth, pieces, np.arange(1, n + 1)))
-    # Each pixel next to a piece (8-neighbourhood) gets that piece's id.
     grown = ndi.grey_dilation(pieces, size=(3, 3))
     ring = (grown > 0) & (pieces == 0) & ~painted
     ids = grown[ring]
@@ -76,7 +86,74 @@ def _ring_of_whole_objects(target: np.ndarray) -> np.ndarray:
     free = np.bincount(ids, weights=unpainted, minlength=n + 1)
     whole = np.zeros(n + 1, bool)
     whole[1:] = (radius >= MIN_RADIUS) & (free[1:] >= UNPAINTED_SHARE * np.maximum(total[1:], 1))
+    return grown, whole, ring
+
+
+def _ring_of_whole_objects(target: np.ndarray) -> np.ndarray:
+    """Unlabeled pixels of one 2D plane's targets that ring a whole painted object."""
+    grown, whole, ring = _whole_pieces(target)
     return ring & whole[grown] & (target == _IGNORE)
+
+
+#: Whole-looking painted objects from which the front-ends suggest the option.
+HINT_OBJECTS = 3
+#: A piece whose unpainted surroundings are at most this many times its own
+#: area is enclosed by the user's own strokes (an object core with a
+#: background ring painted around it): no hint counts it.
+ENCLOSED_AREA = 10
+
+
+def _open_whole_pieces(target: np.ndarray) -> int:
+    """How many pieces of one 2D plane look whole and lie open: unpainted all around, not enclosed by strokes."""
+    grown, whole, ring = _whole_pieces(target)
+    if not whole.any():
+        return 0
+    unpainted, _ = ndi.label(target == _IGNORE)
+    space = np.bincount(unpainted.ravel())
+    space[0] = 0
+    area = np.bincount(ndi.label(target == _OBJECT)[0].ravel(), minlength=len(whole))
+    around = np.zeros(len(whole), np.int64)
+    np.maximum.at(around, grown[ring], space[unpainted[ring]])
+    return int(np.count_nonzero(whole & (around > ENCLOSED_AREA * area)))
+
+
+def whole_objects_hint(annotations: list, option: str) -> str | None:
+    """A note suggesting ``option`` when painted objects look painted whole, else None.
+
+    Parameters
+    ----------
+    annotations : list of numpy.ndarray
+        Annotations in the user's convention (0 unlabeled, 1 background,
+        2.. classes), 2D planes or 3D volumes (read plane by plane).
+    option : str
+        How the user turns ``TrainConfig.whole_objects`` on in this front-end.
+
+    Returns
+    -------
+    str or None
+        The note when at least :data:`HINT_OBJECTS` painted pieces of the
+        one object class meet the conditions of a whole painted object and
+        lie in the open (a core with background painted closely around it,
+        see :data:`ENCLOSED_AREA`, does not count: the user has said where
+        that object ends). The option itself stays off (see the module
+        docstring for why), so the note says when it is right and when
+        it is not.
+    """
+    if not annotations or max(int(np.max(a)) for a in annotations) != 2:
+        return None  # one object class only, as for the rings themselves
+    count = 0
+    for ann in annotations:
+        ann = np.asarray(ann)
+        for plane in ann[None] if ann.ndim == 2 else ann:
+            if np.any(plane == 2):
+                count += _open_whole_pieces(plane.astype(np.int16) - 1)
+    if count < HINT_OBJECTS:
+        return None
+    return (
+        f"{count} painted objects look painted whole, outline included: if they are, turn on {option} "
+        "so that training takes the pixels just outside them as background and learns where objects end "
+        "(sharper outlines, fewer merged neighbours); leave it off if you painted inside the objects."
+    )
 
 
 def implied_background(target: np.ndarray, n_classes: int) -> np.ndarray:

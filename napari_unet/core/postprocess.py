@@ -48,18 +48,34 @@ class InstanceParams:
         return asdict(self)
 
 
-def uncertainty_from_probabilities(probs: np.ndarray) -> np.ndarray:
-    """Per-pixel uncertainty in [0, 1] from ``(n_classes, ...)`` probabilities: 1 - (best - second best).
+# Uncertainty spreads this far (Gaussian sigma, pixels, within each plane)
+# into its neighbourhood: see uncertainty_from_probabilities.
+UNCERTAINTY_SPREAD = 2.0
 
-    0 where one class has all the probability, 1 where the two most probable
-    classes are tied. As a detector of wrongly labelled pixels it scored a
-    mean ROC AUC of 0.83 on nine sparse-stroke cases of the accuracy suite
-    (80 training steps; 0.59 where the mistakes are confidently wrong dim
-    nuclei), as did predictive entropy and 1 - max probability
-    (``python -m benchmarks.bench_uncertainty``); this is the cheapest.
+
+def uncertainty_from_probabilities(probs: np.ndarray) -> np.ndarray:
+    """Per-pixel uncertainty in [0, 1] from ``(n_classes, ...)`` probabilities.
+
+    A pixel's own uncertainty is ``1 - (best - second best)``: 0 where one
+    class has all the probability, 1 where the two most probable classes
+    are tied. The map returned is the larger of that and its Gaussian
+    average over the plane (sigma :data:`UNCERTAINTY_SPREAD`; planes are
+    the last two axes), because mistakes come in bands and patches: the
+    wrongly labelled pixels beside an unsure border, or inside an object
+    whose rim is unsure, are often quite sure of themselves. Used as a
+    detector of wrongly labelled pixels on nine sparse-stroke cases of the
+    accuracy suite (80 training steps, ``python -m
+    benchmarks.bench_uncertainty``), this raised the mean ROC AUC from 0.83
+    (the per-pixel value alone, as predictive entropy and 1 - max
+    probability) to 0.88 and was higher on each case; mistakes the model
+    is sure of far from any unsure pixel (dim nuclei it calls background)
+    stay hidden (AUC 0.69 on that case). Plane by plane, so a stack's
+    planes and a lazily predicted plane give the same values.
     """
     top = np.sort(np.asarray(probs, dtype=np.float32), axis=0)
-    return (1.0 - (top[-1] - top[-2])).astype(np.float32)
+    own = 1.0 - (top[-1] - top[-2])
+    sigma = [0.0] * (own.ndim - 2) + [UNCERTAINTY_SPREAD] * min(own.ndim, 2)
+    return np.maximum(own, ndi.gaussian_filter(own, sigma)).astype(np.float32)
 
 
 def semantic_from_probabilities(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -29,6 +29,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_unet.core.device import resolve_device
+from napari_unet.core.implied import whole_objects_hint
 from napari_unet.core.inference import TileProgress
 from napari_unet.core.jobs import (
     Prediction,
@@ -154,11 +155,11 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
         self.events.notified.emit(level, message)
         _NOTIFY[level](message)
 
-    def warn_once(self, key: str, message: str) -> None:
-        """A warning shown once per ``key`` in this session."""
+    def warn_once(self, key: str, message: str, level: str = "warning") -> None:
+        """A notification (a warning unless ``level`` says otherwise) shown once per ``key`` in this session."""
         if key not in self._warned:
             self._warned.add(key)
-            self.notify("warning", message)
+            self.notify(level, message)
 
     def report_error(self, what: str, exc: Exception) -> None:
         """A job's error in words: the user's mistake as it is, a bug briefly (traceback in the log)."""
@@ -345,6 +346,10 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
         except UserInputError as exc:
             self.notify("error", str(exc))
             return False
+        if not config.whole_objects:
+            hint = whole_objects_hint(found.annotations, '"Objects are painted whole" (Advanced)')
+            if hint:
+                self.warn_once("whole objects", hint, "info")
         self.training_set = found
         self.training_image = image.name
         self.training_failed = False

@@ -595,8 +595,11 @@ def test_predict_labels_instances_only_when_asked(files, tmp_path, capsys, tiny_
 
 @pytest.mark.parametrize("suffix", [".tif", ".zarr"])
 def test_predict_writes_the_uncertainty_beside_the_labels(files, tmp_path, tiny_model, monkeypatch, suffix):
-    """--uncertainty: 1 - (best - second best probability), float32, label-shaped; in memory and streamed alike."""
+    """--uncertainty: 1 - (best - second best probability) spread into its neighbourhood, float32, label-shaped; in memory and streamed alike."""
     import zarr
+    from scipy import ndimage as ndi
+
+    from napari_unet.core.postprocess import UNCERTAINTY_SPREAD
 
     monkeypatch.setattr("napari_unet.batch.IN_MEMORY_PIXELS", 0 if suffix == ".zarr" else 2**40)
     out, unc, probs = tmp_path / f"s{suffix}", tmp_path / f"u{suffix}", tmp_path / "p.tif"
@@ -604,7 +607,25 @@ def test_predict_writes_the_uncertainty_beside_the_labels(files, tmp_path, tiny_
     u = np.asarray(zarr.open_array(str(unc), mode="r")) if suffix == ".zarr" else tifffile.imread(unc)
     p = tifffile.imread(probs)
     assert u.dtype == np.float32 and u.shape == p.shape[1:] and 0 <= u.min() <= u.max() <= 1
-    np.testing.assert_allclose(u, 1 - np.abs(p[1] - p[0]), atol=1e-6)
+    own = 1 - np.abs(p[1] - p[0])
+    expected = np.maximum(own, ndi.gaussian_filter(own, UNCERTAINTY_SPREAD))
+    np.testing.assert_allclose(u, expected, atol=1e-6)
     assert main(["predict", str(files["image"]), "-m", str(tiny_model), "-o", str(tmp_path / "o2.tif"), "--uncertainty", str(tmp_path / "u2.tif")]) == 0
-    np.testing.assert_allclose(tifffile.imread(tmp_path / "u2.tif"), 1 - np.abs(p[1] - p[0]), atol=1e-6)
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "u2.tif"), expected, atol=1e-6)
     assert main(["predict", str(files["image"]), str(files["image"]), "-m", str(tiny_model), "-o", str(tmp_path / "folder"), "--uncertainty", "x.tif"]) == 1
+
+
+def test_train_suggests_whole_objects_when_objects_look_painted_whole(files, tmp_path, capsys, monkeypatch):
+    """A note on stderr (the option stays off); none once --whole-objects is given."""
+    seen = []
+    monkeypatch.setattr(cli_train, "run_training", lambda segmenter, images, annotations, config, **k: seen.append(config.whole_objects) or (None, False))
+    truth = files["truth"]
+    whole = np.where(truth > 0, 2, 0).astype(np.uint8)  # every object painted up to its outline
+    whole[0][truth[0] == 0] = 1
+    tifffile.imwrite(tmp_path / "whole.tif", whole)
+    args = ["train", str(files["image"]), str(tmp_path / "whole.tif"), "-o", str(tmp_path / "m.pt"), "--steps", "3"]
+    main(args)
+    err = capsys.readouterr().err
+    assert "look painted whole" in err and "--whole-objects" in err and seen == [False]
+    main([*args, "--whole-objects"])
+    assert "look painted whole" not in capsys.readouterr().err and seen == [False, True]

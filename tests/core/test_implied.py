@@ -3,7 +3,7 @@
 import numpy as np
 from skimage.draw import disk, line
 
-from napari_unet.core.implied import implied_background
+from napari_unet.core.implied import HINT_OBJECTS, implied_background, whole_objects_hint
 from napari_unet.core.training import TrainConfig
 
 U, BG, OBJ = -1, 0, 1
@@ -54,3 +54,44 @@ def test_volumes_are_ringed_within_each_painted_plane_only():
 
 def test_off_by_default():
     assert TrainConfig().whole_objects is False
+
+
+def _annotations_with_discs(n: int, shape=(40, 160)) -> np.ndarray:
+    """User annotations (0 unlabeled, 1 background, 2 object): ``n`` discs painted whole, a background line."""
+    ann = np.zeros(shape, np.uint8)
+    for i in range(n):
+        ann[disk((20, 15 + 30 * i), 6)] = 2
+    ann[38, :] = 1
+    return ann
+
+
+def test_objects_that_look_painted_whole_suggest_the_option_which_stays_off():
+    note = whole_objects_hint([_annotations_with_discs(HINT_OBJECTS)], "--whole-objects")
+    assert note is not None and note.startswith(f"{HINT_OBJECTS} painted objects") and "--whole-objects" in note
+    assert "leave it off" in note  # strokes inside objects look alike: the user decides
+    # Planes of a volume are read one by one.
+    volume = np.stack([_annotations_with_discs(2), np.zeros((40, 160), np.uint8), _annotations_with_discs(1)])
+    assert whole_objects_hint([volume], "x") is not None
+
+
+def test_strokes_inside_objects_few_objects_or_several_classes_suggest_nothing():
+    assert whole_objects_hint([_annotations_with_discs(HINT_OBJECTS - 1)], "x") is None
+    strokes = np.zeros((40, 160), np.uint8)
+    for i in range(5):
+        rr, cc = line(10, 10 + 30 * i, 30, 20 + 30 * i)
+        strokes[rr, cc] = 2  # one-pixel strokes: not whole objects
+    assert whole_objects_hint([strokes], "x") is None
+    classes = _annotations_with_discs(4)
+    classes[disk((20, 15), 6)] = 3
+    assert whole_objects_hint([classes], "x") is None
+    assert whole_objects_hint([], "x") is None
+
+
+def test_cores_with_background_painted_closely_around_suggest_nothing():
+    """Object cores inside a painted background ring: the user said where objects end, no hint."""
+    ann = np.zeros((40, 160), np.uint8)
+    for i in range(5):
+        ann[disk((20, 15 + 30 * i), 12, shape=ann.shape)] = 1
+        ann[disk((20, 15 + 30 * i), 9, shape=ann.shape)] = 0
+        ann[disk((20, 15 + 30 * i), 5, shape=ann.shape)] = 2
+    assert whole_objects_hint([ann], "x") is None

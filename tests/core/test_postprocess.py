@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from napari_unet.core.postprocess import InstanceParams, postprocess, semantic_from_probabilities, split_instances
+from napari_unet.core.postprocess import InstanceParams, postprocess, semantic_from_probabilities, split_instances, uncertainty_from_probabilities
 from napari_unet.eval.synthetic import touching_discs
 
 
@@ -94,3 +95,22 @@ def test_3d_fragments_far_below_the_objects_size_are_dropped():
     assert inst.max() == 2 and inst[27, 51, 76] == 0
     flat = split_instances(mask[15], split_strength=0.5, min_size=16)  # 2D keeps the plain floor
     assert flat.max() == 2
+
+
+def test_uncertainty_is_the_margin_spread_into_its_neighbourhood():
+    """1 - margin per pixel, raised near unsure pixels, never lowered; in [0, 1]; plane by plane."""
+    sure = np.zeros((2, 40, 40), np.float32)
+    sure[0] = 1.0
+    np.testing.assert_array_equal(uncertainty_from_probabilities(sure), 0.0)
+    probs = sure.copy()
+    probs[:, 20, :] = 0.5  # one tied row: a border the model is unsure of
+    u = uncertainty_from_probabilities(probs)
+    assert u.dtype == np.float32 and 0.0 <= u.min() and u.max() <= 1.0
+    np.testing.assert_allclose(u[20], 1.0)  # ties keep their full uncertainty
+    assert u[21, 5] > u[23, 5] > u[30, 5] >= 0.0  # sure pixels beside the border are less sure than far ones
+    assert u[0, 5] == pytest.approx(0.0, abs=1e-6)
+    # A stack: each plane on its own, as when planes are predicted one by one.
+    stack = np.stack([probs, sure], axis=1)  # (classes, Z, Y, X)
+    spread = uncertainty_from_probabilities(stack)
+    np.testing.assert_allclose(spread[0], u, atol=1e-6)
+    np.testing.assert_array_equal(spread[1], 0.0)

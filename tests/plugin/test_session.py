@@ -130,3 +130,18 @@ def test_what_cannot_be_done_is_said_and_changes_nothing(loop, tmp_path) -> None
     session.settings = replace(session.settings, image="gone")
     assert not session.train() and "no image selected" in messages[-1][1]
     assert "prediction_finished" not in heard and len(viewer.layers) == 2
+
+
+def test_objects_painted_whole_get_a_hint_once(loop) -> None:
+    """Objects painted up to their outline: an info note names the option (left off), once per session."""
+    sample, viewer, session, heard, messages = loop
+    annotations = session.new_annotations()
+    session.settings = replace(session.settings, annotations=annotations.name, steps=2, auto_predict=False)
+    whole = np.where(sample.instances > 0, 2, 0).astype(np.uint8)
+    whole[0][sample.instances[0] == 0] = 1
+    annotations.data = whole
+    assert session.train()
+    assert session.train()
+    hints = [m for m in messages if "look painted whole" in m[1]]
+    assert len(hints) == 1 and hints[0][0] == "info" and '"Objects are painted whole"' in hints[0][1], messages
+    assert not session.settings.whole_objects

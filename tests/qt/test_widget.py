@@ -19,6 +19,7 @@ import napari_unet._qt.widget as widget_module
 import napari_unet.plugin.session as session_module
 from napari_unet import DISTRIBUTION
 from napari_unet.core.history import run_lengths
+from napari_unet.core.postprocess import UNCERTAINTY_SPREAD
 from napari_unet.eval.metrics import foreground_iou
 from napari_unet.eval.synthetic import make_nuclei
 from napari_unet.plugin.colormaps import annotation_colormap
@@ -333,10 +334,11 @@ def test_paint_train_predict_correct_export_loop(viewer_and_widget, qtbot, sampl
     widget.prediction_panel.show_probabilities.setChecked(True)
     probability = viewer.layers["nuclei probability"]
     assert probability.data.shape == sample.image.shape and 0 <= probability.data.min() <= probability.data.max() <= 1
-    # Uncertainty: highest where the two classes are closest (1 - margin), in [0, 1].
+    # Uncertainty: highest where the two classes are closest (1 - margin), spread into the neighbourhood, in [0, 1].
     widget.prediction_panel.show_uncertainty.setChecked(True)
     uncertainty = viewer.layers["nuclei uncertainty"].data
-    np.testing.assert_allclose(uncertainty, 1 - np.abs(2 * probability.data - 1), atol=1e-5)
+    own = 1 - np.abs(2 * probability.data - 1)
+    np.testing.assert_allclose(uncertainty, np.maximum(own, ndi.gaussian_filter(own, UNCERTAINTY_SPREAD)), atol=1e-5)
     widget.prediction_panel.show_uncertainty.setChecked(False)
     assert not viewer.layers["nuclei uncertainty"].visible
     # "Next region" takes the user to the most uncertain unpainted region, ready to paint.
