@@ -283,3 +283,32 @@ def test_report_renders_any_result_file_and_flags_missed_targets(tmp_path):
     assert "**Target missed:** frame time while training: measured 80.0" in report
     text = readme.read_text()
     assert "old" not in text and "MISSED" in text and text.startswith("intro") and text.endswith("rest\n")
+
+
+@pytest.mark.parametrize("kind", ["nuclei", "membranes", "stack"])
+def test_evaluate_command_agrees_with_the_suite_score(kind, tmp_path, capsys):
+    """``napari-unet evaluate`` on a suite case gives the accuracy suite's own F1, precision and recall to 1e-6."""
+    import tifffile
+
+    from benchmarks.bench_accuracy import score
+    from benchmarks.suite_data import KINDS
+    from napari_unet.cli import main
+    from napari_unet.eval.baselines import otsu_watershed
+
+    case = KINDS[kind](0)
+    semantic, instances = otsu_watershed(case.image, annotations=case.annotations["full"])
+    expected = score(case, "full", semantic, instances)
+    keep = case.score_mask("full")  # the suite scores the unpainted part: give evaluate that part
+    if case.axes == "ZYX":
+        planes = np.flatnonzero(keep[:, 0, 0])
+        predicted, truth = instances[planes], case.truth[planes]
+    else:
+        cols = np.flatnonzero(keep[0])
+        predicted, truth = instances[:, cols], case.truth[:, cols]
+    tifffile.imwrite(tmp_path / "p.tif", predicted.astype(np.uint32))
+    tifffile.imwrite(tmp_path / "t.tif", truth.astype(np.uint32))
+    assert main(["evaluate", str(tmp_path / "p.tif"), str(tmp_path / "t.tif"), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert expected["n_true"] > 0
+    for key in ("f1", "precision", "recall"):
+        assert abs(scores[key] - expected[key]) < 1e-6, (key, scores[key], expected[key])
