@@ -59,11 +59,13 @@ _BACKGROUND = 0
 _OBJECT = 1
 
 
-def _whole_pieces(target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _whole_pieces(target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Painted object pieces of one 2D plane's targets, which of them look whole, and the ring around them.
 
     Returns
     -------
+    pieces : numpy.ndarray
+        Connected painted object pieces, labelled 1..n.
     grown : numpy.ndarray
         Each pixel next to a piece (8-neighbourhood) holds that piece's id.
     whole : numpy.ndarray
@@ -75,7 +77,7 @@ def _whole_pieces(target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     painted = target == _OBJECT
     pieces, n = ndi.label(painted)
     if n == 0:
-        return pieces, np.zeros(1, bool), np.zeros(target.shape, bool)
+        return pieces, pieces, np.zeros(1, bool), np.zeros(target.shape, bool)
     depth = ndi.distance_transform_edt(painted)
     radius = np.asarray(ndi.maximum(depth, pieces, np.arange(1, n + 1)))
     grown = ndi.grey_dilation(pieces, size=(3, 3))
@@ -86,12 +88,12 @@ def _whole_pieces(target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     free = np.bincount(ids, weights=unpainted, minlength=n + 1)
     whole = np.zeros(n + 1, bool)
     whole[1:] = (radius >= MIN_RADIUS) & (free[1:] >= UNPAINTED_SHARE * np.maximum(total[1:], 1))
-    return grown, whole, ring
+    return pieces, grown, whole, ring
 
 
 def _ring_of_whole_objects(target: np.ndarray) -> np.ndarray:
     """Unlabeled pixels of one 2D plane's targets that ring a whole painted object."""
-    grown, whole, ring = _whole_pieces(target)
+    _, grown, whole, ring = _whole_pieces(target)
     return ring & whole[grown] & (target == _IGNORE)
 
 
@@ -101,17 +103,20 @@ HINT_OBJECTS = 3
 #: area is enclosed by the user's own strokes (an object core with a
 #: background ring painted around it): no hint counts it.
 ENCLOSED_AREA = 10
+#: Unpainted margin (pixels) kept around a plane's strokes when looking for
+#: whole objects: the rest of a large plane cannot change the answer.
+HINT_MARGIN = 64
 
 
 def _open_whole_pieces(target: np.ndarray) -> int:
     """How many pieces of one 2D plane look whole and lie open: unpainted all around, not enclosed by strokes."""
-    grown, whole, ring = _whole_pieces(target)
+    pieces, grown, whole, ring = _whole_pieces(target)
     if not whole.any():
         return 0
     unpainted, _ = ndi.label(target == _IGNORE)
     space = np.bincount(unpainted.ravel())
     space[0] = 0
-    area = np.bincount(ndi.label(target == _OBJECT)[0].ravel(), minlength=len(whole))
+    area = np.bincount(pieces.ravel(), minlength=len(whole))
     around = np.zeros(len(whole), np.int64)
     np.maximum.at(around, grown[ring], space[unpainted[ring]])
     return int(np.count_nonzero(whole & (around > ENCLOSED_AREA * area)))
@@ -146,7 +151,10 @@ def whole_objects_hint(annotations: list, option: str) -> str | None:
         ann = np.asarray(ann)
         for plane in ann[None] if ann.ndim == 2 else ann:
             if np.any(plane == 2):
-                count += _open_whole_pieces(plane.astype(np.int16) - 1)
+                # Only the strokes' surroundings: a large plane with a few strokes stays cheap.
+                box = ndi.find_objects((plane > 0).astype(np.uint8))[0]
+                box = tuple(slice(max(0, b.start - HINT_MARGIN), b.stop + HINT_MARGIN) for b in box)
+                count += _open_whole_pieces(plane[box].astype(np.int16) - 1)
     if count < HINT_OBJECTS:
         return None
     return (

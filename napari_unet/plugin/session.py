@@ -346,7 +346,7 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
         except UserInputError as exc:
             self.notify("error", str(exc))
             return False
-        if not config.whole_objects:
+        if not config.whole_objects and "whole objects" not in self._warned:  # said once: not worked out again
             hint = whole_objects_hint(found.annotations, '"Objects are painted whole" (Advanced)')
             if hint:
                 self.warn_once("whole objects", hint, "info")
