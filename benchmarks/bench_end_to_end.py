@@ -17,6 +17,9 @@ beside it. A second run under cProfile splits the time into stages:
 - write (the TIFF outputs, written atomically);
 - other (blending overlapping tiles, argument checks, bookkeeping).
 
+The functions with the most time of their own in the 2048² profile are
+listed too: the profile that explains the shares.
+
 In the same run, a plain 4-level width-16 U-Net (3x3 convolutions, ReLU,
 no normalisation) does its forward pass over the same 2048² image in 512²
 tiles: the network-only cost a user's wait is compared with.
@@ -51,6 +54,8 @@ RATIO_TARGET = 1.5
 FLAT_TARGET = 1.25
 SIZES = (512, 2048, 8192)
 STACK = (64, 2048)
+#: Functions listed from the 2048² profile.
+HOT_SPOTS = 12
 #: Stages, and the functions whose cumulative time makes each (first match wins, outermost calls).
 STAGES = {
     "model loading": ("load_segmenter",),
@@ -176,6 +181,22 @@ def plain_forward_s(image: np.ndarray, tile: int = 512, repeats: int = 2) -> flo
     return statistics.median(times)
 
 
+def _hot_spots(profile: Path, wall: float, n: int = HOT_SPOTS) -> list[list]:
+    """The ``n`` functions with the most time of their own in a profile (what the stage shares are made of).
+
+    Threads other than the main one are not profiled: time the main thread
+    spends waiting for them (the forest's tree walk runs on a thread pool)
+    shows as ``acquire`` of a lock.
+    """
+    stats = pstats.Stats(str(profile)).stats
+    rows = []
+    for (file, line, name), (_, calls, own, _cum, _) in sorted(stats.items(), key=lambda kv: -kv[1][2])[:n]:
+        # Built-ins come as "<built-in method ...>": no angle brackets in a Markdown table.
+        where = name.strip("<>") if file == "~" else f"{Path(file).parent.name}/{Path(file).name}:{line}({name})"
+        rows.append([where, calls, round(own, 2), f"{100 * own / max(wall, 1e-9):.0f} %"])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--no-stack", action="store_true", help="leave out the 64x2048² stack")
@@ -183,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     machine = start(NAME, args)
     sizes = (512,) if args.quick else SIZES
     stack = None if (args.quick or args.no_stack) else STACK
-    rows, records = [], []
+    rows, records, hot = [], [], []
     with tempfile.TemporaryDirectory(prefix="napari-unet-e2e-") as tmp:
         folder = Path(tmp)
         model = folder / "model.pt"
@@ -209,6 +230,8 @@ def main(argv: list[str] | None = None) -> dict:
             for produced in folder.glob("out_*"):
                 produced.unlink()
             stages = _stage_times(profile)
+            if name == "2048²" or (not hot and args.quick):
+                hot = _hot_spots(profile, profiled)
             # Start-up: all but the command (the interpreter, imports, argument parsing).
             shares = {"start-up": max(profiled - stages.pop("command"), 0.0), **stages}
             forest_s = shares.pop("of which forest")
@@ -234,6 +257,9 @@ def main(argv: list[str] | None = None) -> dict:
         ["input", "MP", "wall (s)", "MP/s", "MP/s without start-up", "ns/pixel without start-up", "start-up", "load", "read", "network", "of which forest", "post-processing", "write", "other"],
         rows,
     )]
+    if hot:
+        tables.append(table("Where the time goes: the functions with the most time of their own in the 2048² profiled run (512² with --quick)",
+                            ["function", "calls", "own s", "share of the run"], hot))
     targets = []
     by_name = {r["input"]: r for r in records}
     if reference is not None and "2048²" in by_name:

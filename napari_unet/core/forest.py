@@ -21,6 +21,8 @@ The forest is fitted with scikit-learn and then packed into plain arrays
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from torch import nn
@@ -39,6 +41,9 @@ MIN_SAMPLES = 2000
 # A leaf's threshold: every finite feature is below it, so the walk stays put.
 # Finite (not inf) because model files are checked for non-finite weights.
 LEAF_THRESHOLD = float(np.finfo(np.float32).max)
+# Fewest pixels per block of the CPU tree walk: smaller blocks cost more in
+# thread hand-offs than they gain.
+_MIN_BLOCK = 16384
 
 
 def fit_forest(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int | None = 0, n_jobs: int | None = None, n_trees: int = N_TREES):
@@ -198,15 +203,38 @@ class Forest(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def _predict_cpu(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities ``(P, n_classes)`` of pixels ``(P, F)`` through scikit-learn's tree walk."""
+        """Probabilities ``(P, n_classes)`` of pixels ``(P, F)`` through scikit-learn's tree walk.
+
+        The pixels are cut into blocks walked on torch's CPU threads at once:
+        scikit-learn's ``Tree.apply`` releases the GIL, and a single-threaded
+        walk was a quarter of a prediction's time while the U-Net used every
+        core (a 576² tile: 0.30 s before, 0.11 s on 2 threads). Each pixel's
+        sum runs over the trees in the same order whatever the blocks, so the
+        result does not depend on the thread count.
+        """
         if self._cpu_trees is None:
             packed = {k: getattr(self, k).cpu().numpy() for k in self._KEYS}
-            self._cpu_trees = _sklearn_trees(packed)
+            values = self.value.detach().cpu().float()
+            self._cpu_trees = [(tree, values[i, : tree.node_count].contiguous()) for i, tree in enumerate(_sklearn_trees(packed))]
         xs = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        total = np.zeros((xs.shape[0], self.n_classes), dtype=np.float64)
-        for tree in self._cpu_trees:
-            total += tree.predict(xs).reshape(len(xs), -1)[:, : self.n_classes]
-        return torch.from_numpy((total / len(self._cpu_trees)).astype(np.float32))
+        trees = self._cpu_trees
+
+        def walk(block: np.ndarray) -> torch.Tensor:
+            # index_select, not numpy fancy indexing: it releases the GIL
+            # and was twice as fast on the leaf look-up.
+            total = torch.zeros((len(block), self.n_classes))
+            for tree, value in trees:
+                total += value.index_select(0, torch.from_numpy(tree.apply(block)))
+            return total
+
+        threads = max(1, torch.get_num_threads())
+        blocks = np.array_split(xs, max(1, min(threads * 4, len(xs) // _MIN_BLOCK)))
+        if threads == 1 or len(blocks) == 1:
+            parts = [walk(b) for b in blocks]
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                parts = list(pool.map(walk, blocks))
+        return torch.cat(parts) / len(trees)
 
     def forward(self, features: torch.Tensor, trees_per_chunk: int = 10) -> torch.Tensor:
         """Class probabilities ``(N, n_classes, *spatial)`` of features ``(N, F, *spatial)``."""

@@ -47,6 +47,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_unet.core.postprocess import label_maxima
+
 #: Smallest inscribed radius (pixels) of a painted piece read as a whole
 #: object: a 3-pixel-wide stroke has radius 2, a painted disc of radius 3
 #: has 3.
@@ -79,7 +81,7 @@ def _whole_pieces(target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     if n == 0:
         return pieces, pieces, np.zeros(1, bool), np.zeros(target.shape, bool)
     depth = ndi.distance_transform_edt(painted)
-    radius = np.asarray(ndi.maximum(depth, pieces, np.arange(1, n + 1)))
+    radius = label_maxima(depth, pieces, n)[1:]
     grown = ndi.grey_dilation(pieces, size=(3, 3))
     ring = (grown > 0) & (pieces == 0) & ~painted
     ids = grown[ring]

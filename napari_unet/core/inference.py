@@ -46,6 +46,22 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
+def fitted_tile(length: int, tile: int, overlap: int, multiple: int) -> int:
+    """The smallest tile side, a multiple of ``multiple`` and at most ``tile``, that covers ``length`` with as few tiles as ``tile`` does.
+
+    Tiles of the largest side leave the last one mostly overlapping its
+    neighbour: on a 2048² image, 512² tiles overlapping by 64 read 1.56x
+    the image's pixels through the network, tiles of 464² (the same 5 per
+    axis, spread evenly) 1.28x. Never larger than asked, so memory per
+    forward pass never grows.
+    """
+    if length <= tile:
+        return length
+    count = len(tile_starts(length, tile, overlap))
+    even = -(-(length - overlap) // count) + overlap
+    return min(tile, -(-even // multiple) * multiple)
+
+
 def blend_window(tile: int, overlap: int) -> np.ndarray:
     """1D weights: a sine² ramp over the overlap at each end, 1 in between, never 0."""
     w = np.ones(tile, dtype=np.float32)
@@ -176,7 +192,7 @@ def iter_predict_tiled(
     tile = max(m, tile // m * m)
     # Overlap beyond half a tile would give tiles no stride (and adds nothing).
     overlap = min(overlap, tile // 2)
-    th, tw = min(tile, hp), min(tile, wp)
+    th, tw = fitted_tile(hp, tile, overlap, m), fitted_tile(wp, tile, overlap, m)
     ys, xs = tile_starts(hp, th, overlap), tile_starts(wp, tw, overlap)
     wy, wx = blend_window(th, overlap if hp > th else 0), blend_window(tw, overlap if wp > tw else 0)
     weight2d = wy[:, None] * wx[None, :]
@@ -226,7 +242,7 @@ def _iter_predict_tiled_3d(model, image, low, high, out, device, tile, overlap, 
     tile = max(m, tile // m * m)
     # Overlap beyond half a tile would give tiles no stride (and adds nothing).
     overlap = min(overlap, tile // 2)
-    tz, th, tw = min(tile, zp), min(tile, hp), min(tile, wp)
+    tz, th, tw = (fitted_tile(n, tile, overlap, m) for n in (zp, hp, wp))
     zs, ys, xs = tile_starts(zp, tz, overlap), tile_starts(hp, th, overlap), tile_starts(wp, tw, overlap)
     wz, wy, wx = (_edge_windows(n, t, overlap, st) for n, t, st in ((zp, tz, zs), (hp, th, ys), (wp, tw, xs)))
     n_classes = out.shape[0]

@@ -267,7 +267,9 @@ class UNet(nn.Module):
         if not self.config.feature_norm:
             return features
         shape = (1, -1) + (1,) * self.config.ndim
-        return (features - self.feature_mean.view(shape)) / self.feature_std.view(shape)
+        # In place on the difference: one full-size temporary, not two
+        # (the division's gradient needs only the constant std).
+        return (features - self.feature_mean.view(shape)).div_(self.feature_std.view(shape))
 
     def forward(self, x: torch.Tensor, forest_probs: torch.Tensor | None = None) -> torch.Tensor:
         """Return class logits ``(N, n_classes, *spatial)`` for input ``(N, C, *spatial)``.

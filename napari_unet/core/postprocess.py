@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
 from skimage.measure import label
 from skimage.morphology import skeletonize
 from skimage.segmentation import relabel_sequential, watershed
@@ -97,10 +96,38 @@ def semantic_from_probabilities(probs: np.ndarray, threshold: float = 0.5) -> np
 SEED_SPACING = 1.2
 
 
+def label_maxima(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Largest of non-negative ``values`` under each label ``0..n`` (0 for a label with no pixels).
+
+    The same as ``scipy.ndimage.maximum(values, labels, range(n + 1))``
+    for values >= 0, but one unbuffered pass: that function took 1.0 s on
+    a 2048² mask of 2,700 objects, this 0.02 s.
+    """
+    top = np.zeros(n + 1, dtype=np.float64)
+    np.maximum.at(top, labels.ravel(), values.ravel())
+    return top
+
+
+def local_maxima(values: np.ndarray, spacing: int) -> np.ndarray:
+    """Pixels that are the largest value within ``spacing`` pixels (a cube of side ``2 * spacing + 1``).
+
+    What ``skimage.feature.peak_local_max(values, spacing, labels=...)``
+    finds on a smoothed distance map, as one separable maximum filter
+    (0.08 s on a 2048² mask of 2,700 objects, against 0.4-1.1 s for that
+    function's per-object loop). Peaks of two objects are at least their
+    radii apart, beyond ``spacing``; the differences are tiny objects whose
+    peak a neighbour's smoothed rim outranks (they get a seed of their own
+    anyway, see :func:`split_instances`) and equal maxima, which that
+    function thins to one within ``spacing`` and this keeps (on the suite's
+    true masks the split's F1 was unchanged).
+    """
+    return values == ndi.maximum_filter(values, size=2 * spacing + 1, mode="nearest")
+
+
 def typical_radius(distance: np.ndarray, components: np.ndarray, min_size: int = 0) -> float:
     """Median over objects of their largest inscribed radius (objects of at least ``min_size`` pixels)."""
     n = int(components.max())
-    radii = ndi.maximum(distance, components, index=np.arange(1, n + 1))
+    radii = label_maxima(distance, components, n)[1:]
     if min_size > 1:
         sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
         if np.any(sizes >= min_size):
@@ -185,7 +212,7 @@ def merge_at_ridges(regions: np.ndarray, distance: np.ndarray, ratio: float = NE
     n = int(regions.max())
     if n < 2:
         return regions
-    peak = np.asarray(ndi.maximum(distance, regions, index=np.arange(n + 1)))
+    peak = label_maxima(distance, regions, n)
     keys, heights = [], []
     for axis in range(regions.ndim):
         a, b = np.moveaxis(regions, axis, 0)[:-1], np.moveaxis(regions, axis, 0)[1:]
@@ -253,9 +280,7 @@ def split_instances(mask: np.ndarray, split_strength: float = 0.5, min_size: int
         min_size = max(min_size, int(FRAGMENT_SHARE * 4.0 / 3.0 * np.pi * radius**3))
     if split_strength > 0:
         spacing = SEED_SPACING * (1.0 - min(split_strength, 1.0)) * radius
-        peaks = peak_local_max(distance, min_distance=max(1, int(round(spacing))), labels=components, exclude_border=False)
-        seeds = np.zeros(mask.shape, dtype=bool)
-        seeds[tuple(peaks.T)] = True
+        seeds = local_maxima(distance, max(1, int(round(spacing)))) & (components > 0)
         # Maxima on a plateau (even-sized objects) come as adjacent pixels: one seed.
         markers = label(seeds, connectivity=mask.ndim)
         # Components without a seed (plateaus) keep one seed of their own.

@@ -33,6 +33,26 @@ def test_packed_forest_matches_scikit_learn_on_both_paths(fitted):
     np.testing.assert_allclose(tensor, expected, atol=1e-5)
 
 
+def test_cpu_walk_on_several_threads_gives_the_same_bits(fitted, monkeypatch):
+    import napari_unet.core.forest as forest_module
+
+    clf, packed, _ = fitted
+    monkeypatch.setattr(forest_module, "_MIN_BLOCK", 1000)  # several blocks from 20000 pixels
+    x = torch.as_tensor(np.random.default_rng(1).normal(size=(20000, 6)).astype(np.float32))
+    forest = Forest(4)
+    forest.set(packed)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = forest._predict_cpu(x)
+        torch.set_num_threads(2)
+        two = forest._predict_cpu(x)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+    np.testing.assert_allclose(one[:, :3].numpy(), clf.predict_proba(x.numpy()), atol=1e-5)
+
+
 def test_forest_round_trips_through_a_weights_only_state_dict(tmp_path, fitted):
     _, packed, x = fitted
     model = UNet(UNetConfig(1, 4, depth=2, width=4, filter_scales=1, forest=1, channel_norm=0))

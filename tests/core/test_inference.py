@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.inference import blend_window, tile_starts
+from napari_unet.core.inference import blend_window, fitted_tile, tile_starts
 from napari_unet.core.model import UNetConfig
 from napari_unet.core.segmenter import Segmenter
 from napari_unet.core.training import TrainConfig
@@ -77,3 +77,15 @@ def test_tiles_no_larger_than_the_overlap_still_predict(trained, tile):
     whole = seg.predict_probabilities(small, tile=1024)
     assert probs.shape == whole.shape
     assert (probs.argmax(0) == whole.argmax(0)).mean() > 0.95
+
+
+@pytest.mark.parametrize("length", [64, 512, 520, 1000, 2048, 3000, 8192])
+def test_fitted_tiles_cover_with_as_few_tiles_and_no_larger(length):
+    tile, overlap, multiple = 512, 64, 16
+    fitted = fitted_tile(length, tile, overlap, multiple)
+    assert fitted <= max(tile, length) and (fitted == length or fitted % multiple == 0)
+    starts = tile_starts(length, fitted, overlap)
+    assert len(starts) == len(tile_starts(length, tile, overlap))
+    assert starts[-1] + fitted >= length and all(b - a <= fitted - overlap for a, b in zip(starts, starts[1:]))
+    if length == 2048:
+        assert fitted == 464  # 25 tiles of 464² instead of 512²: 18 % fewer pixels through the network

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.postprocess import InstanceParams, postprocess, semantic_from_probabilities, split_instances, uncertainty_from_probabilities
+from napari_unet.core.postprocess import InstanceParams, label_maxima, local_maxima, postprocess, semantic_from_probabilities, split_instances, uncertainty_from_probabilities
 from napari_unet.eval.synthetic import touching_discs
 
 
@@ -114,3 +114,23 @@ def test_uncertainty_is_the_margin_spread_into_its_neighbourhood():
     spread = uncertainty_from_probabilities(stack)
     np.testing.assert_allclose(spread[0], u, atol=1e-6)
     np.testing.assert_array_equal(spread[1], 0.0)
+
+
+def test_label_maxima_and_local_maxima_agree_with_scipy_and_scikit_image():
+    from scipy import ndimage as ndi
+    from skimage.feature import peak_local_max
+    from skimage.measure import label
+
+    rng = np.random.default_rng(0)
+    mask = ndi.gaussian_filter(rng.random((200, 200)), 3) > 0.5
+    labels = label(mask, connectivity=1)
+    distance = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 1.0)
+    n = int(labels.max())
+    expected = np.asarray(ndi.maximum(distance, labels, index=np.arange(n + 1)))
+    np.testing.assert_array_equal(label_maxima(distance, labels, n), expected)
+    # Every object's seeds by the per-object search are found by the one filter, wherever that object keeps any.
+    peaks = np.zeros(mask.shape, bool)
+    peaks[tuple(peak_local_max(distance, min_distance=3, labels=labels, exclude_border=False).T)] = True
+    ours = local_maxima(distance, 3) & (labels > 0)
+    kept = np.unique(labels[ours])
+    assert np.array_equal(ours & np.isin(labels, kept), peaks & np.isin(labels, kept))
