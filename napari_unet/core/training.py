@@ -49,6 +49,10 @@ class TrainConfig:
         strokes perfectly within ~40 steps and then collapses on the
         unpainted rest (measured on the accuracy suite's sparse nuclei:
         F1 0.80 at step 20, 0.20 at step 40; at 1e-3 it stays 0.72-0.92).
+        2e-3 did no better on the suite's nuclei at 60 s (3 seeds, one
+        run each: F1 0.780 / 0.424 / 0.734 full / sparse / whole, against
+        0.788 / 0.454 / 0.727 at 1e-3), though ahead at a 180-step budget
+        on 5 of 12 other cases.
     val_fraction : float
         Share of the labelled area held out for validation (0 disables).
     val_every : int
