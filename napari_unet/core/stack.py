@@ -247,7 +247,8 @@ def iter_predict_stack(
             segmenter,
             planes.image(index),
             view(semantic_out, fixed, kept),
-            view(instances_out, fixed, kept) if instances_out is not None else None,
+            # Planes labelled again as 3D objects below need no instances of their own.
+            view(instances_out, fixed, kept) if instances_out is not None and not relabel_3d else None,
             params,
             probabilities_out=probs,
             tile=tile,
