@@ -139,3 +139,20 @@ def test_bad_budget_and_inputs_are_refused(blobs):
     nan_image[0, 0] = np.nan
     with pytest.raises(UserInputError, match="NaN"):
         next(seg.train(nan_image, ann, TrainConfig(steps=2, **SMALL)))
+
+
+def test_a_fresh_correction_does_not_replace_the_forest_before_its_dip_is_over(blobs, monkeypatch):
+    """Held-out strokes favour a young correction here (step 10 of 12); with the wait, the forest's answer stays."""
+    import napari_unet.core.training as training
+
+    image, _, ann = blobs
+    cfg = TrainConfig(steps=12, val_fraction=0.3, val_every=2, learning_rate=1e-2, patch_size=32, batch_size=2, seed=0)
+    best = {}
+    for wait in (0, 11):
+        monkeypatch.setattr(training, "FRESH_CORRECTION_STEPS", wait)
+        seg = Segmenter(device="cpu")
+        best[wait] = seg.fit(image, ann, cfg).best_step
+    assert 0 < best[0] < 11, "without the wait, held-out strokes pick a young correction"
+    assert best[11] in (0, 12)
+    if best[11] == 0:
+        assert not any(p.any() for p in seg.model.head.parameters()), "the forest's answer is a zero correction"
