@@ -35,7 +35,7 @@ def _run(args: list[str], env: dict | None = None, timeout: int = 300) -> subpro
 def quick_run(tmp_path_factory):
     """Run ``python -m benchmarks --quick`` once (1 torch thread: fast even on a busy machine)."""
     out = tmp_path_factory.mktemp("bench")
-    proc = _run(["-m", "benchmarks", "--quick", "--threads", "1", "--only", "accuracy,split,uncertainty,next_region,live_strokes,speed,end_to_end,contention,memory", "--out", str(out)], timeout=600)
+    proc = _run(["-m", "benchmarks", "--quick", "--threads", "1", "--only", "accuracy,selection,split,uncertainty,next_region,live_strokes,speed,end_to_end,contention,memory", "--out", str(out)], timeout=600)
     return out, proc
 
 
@@ -312,3 +312,17 @@ def test_evaluate_command_agrees_with_the_suite_score(kind, tmp_path, capsys):
     assert expected["n_true"] > 0
     for key in ("f1", "precision", "recall"):
         assert abs(scores[key] - expected[key]) < 1e-6, (key, scores[key], expected[key])
+
+
+@pytest.mark.slow  # the shared quick run takes 40-60 s
+def test_selection_quick(quick_run):
+    """The selection benchmark scores the forest, the run's range and the weights each traced run ends with."""
+    data = _load(quick_run, "selection")
+    (rec,) = data["records"]
+    at = {row["step"]: row["true"] for row in rec["trace"]}
+    assert min(at) == 0 and max(at) == rec["steps"] and rec["forest"] == at[0]
+    # The weights training ends with are those of the step it picked.
+    assert rec["picked"] == at[rec["picked_step"]] and rec["lowest"] <= rec["picked"] <= rec["highest"]
+    assert data["targets"][0]["what"].startswith("12-step runs end no worse than their forest")
+    out, _ = quick_run
+    assert "## Model selection against the true score" in (out / "benchmarks.md").read_text()

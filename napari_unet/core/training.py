@@ -151,16 +151,16 @@ class TrainProgress:
 FOREST_MARGIN = 0.03
 # A fresh correction may replace the forest's answer only from this step on.
 # Started from zero at the full learning rate, the correction first fits the
-# strokes' own pixels and disturbs the unpainted rest: held-out strokes (easy
-# pixels, like the painted ones) score better while the true score falls,
-# and recovers only later. Traced every 5-10 steps on 9 suite cases (EM,
-# nuclei, RGB, membranes; sparse, full and whole strokes), a 35-step run
-# ended below its own forest on 5 of them (EM sparse 0.34 -> 0.20, 0.20 ->
-# 0.08, 0.26 -> 0.14; RGB sparse 0.92 -> 0.89; membranes sparse 0.88 ->
-# 0.82) and at most +0.02 above it on the others, yet held-out strokes had
-# picked its last step on the three EM ones; in 200-step runs the dip ended
-# between steps 50 and 110 on 6 of those 9 (see docs/benchmarks.md).
-# A correction trained in an earlier run is past its dip: no wait then.
+# strokes' own pixels and often disturbs the unpainted rest, and held-out
+# strokes (painted pixels, like the training ones) do not see it.
+# ``python -m benchmarks.bench_selection`` traces the true score every 5
+# steps of 35-step runs (about 10 s on 2 CPU cores) on 10 suite cases: 5
+# ended below their forest (sparse EM 0.34 -> 0.20, 0.20 -> 0.08, 0.26 ->
+# 0.14; sparse RGB 0.92 -> 0.89; sparse membranes 0.88 -> 0.82), and
+# held-out strokes alone picked the young correction on the three EM ones;
+# 4 ended within 0.03 of it, and one well above (sparse nuclei 0.72 ->
+# 0.92), a step held-out strokes alone did not pick either. A correction
+# trained in an earlier run is past this phase: no wait then.
 FRESH_CORRECTION_STEPS = 50
 # Forest probability above which an unpainted pixel's forest answer is used as a target.
 CONFIDENT = 0.9
