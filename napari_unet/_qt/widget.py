@@ -227,6 +227,7 @@ class UNetWidget(QWidget):
         self.data_panel.training_status.setText(f"Training on: {found.describe(unit)}" if found and found.sources else "Training on: nothing painted yet")
         self._set_training_controls(True)
         self.training_panel.progress.show_progress(0, 1000, "preparing…")
+        self.training_panel.progress.setToolTip("")  # the last run's kept weights no longer apply
         self._show_device()
         if self.advanced.live_preview.isChecked():
             self.preview_timer.start()
@@ -249,10 +250,14 @@ class UNetWidget(QWidget):
         if session.training_failed or last is None:
             progress.setFormat("training failed" if session.training_failed else "not trained")
         else:
-            summary = f"trained {last.step} steps in {format_seconds(last.elapsed)}"
-            if last.val_iou is not None:
-                summary += f" — IoU on held-out strokes {last.val_iou:.2f}"
+            # Which weights the model kept (step 0 is the forest's answer for a new
+            # model); the sentence and the held-out IoU go to the tooltip, as the bar
+            # has room for one short line.
+            summary = f"trained {last.step} steps in {format_seconds(last.elapsed)} — kept step {last.best_step}"
             progress.setFormat(("stopped: " if last.stopped else "") + summary)
+            kept = last.kept()
+            held_out = f" Last IoU on held-out strokes: {last.val_iou:.2f}." if last.val_iou is not None else ""
+            progress.setToolTip(kept[0].upper() + kept[1:] + "." + held_out)
         self._update_image_options()
         self.training_finished.emit()
 

@@ -162,10 +162,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("napari-unet: interrupted before the first training step; no model written", file=sys.stderr)
         return interrupt_status()
     save_or_rescue(segmenter, args.output)
-    best = f", best at step {last.best_step}" if last.best_step else ""
+    best = f"; {last.kept()}"
     val = f", validation IoU {last.val_iou:.3f}" if last.val_iou is not None else ""
     what = f" on {len(images)} {'volume' if ndim == 3 else 'plane'}{'s' if len(images) != 1 else ''}" if len(images) > 1 or len(args.files) > 2 else ""
-    print(f"{'interrupted: ' if interrupted else ''}trained {last.step} steps{what} in {last.elapsed:.1f} s on {segmenter.device_label}{best}{val}; model written to {args.output}")
+    print(f"{'interrupted: ' if interrupted else ''}trained {last.step} steps{what} in {last.elapsed:.1f} s on {segmenter.device_label}{val}{best}; model written to {args.output}")
     return interrupt_status() if interrupted else 0
 
 

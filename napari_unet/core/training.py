@@ -127,7 +127,9 @@ class TrainProgress:
     ``strokes`` counts the stroke updates taken in while this run trained
     (:mod:`napari_unet.core.live`; a plot marks where it grows) and
     ``stroke_latency`` is the seconds from the latest of them being seen
-    to the end of the first step that trained on it.
+    to the end of the first step that trained on it. ``fresh_wait`` is the
+    step from which a fresh correction may replace the forest's answer
+    (0 when no wait applies: see :data:`FRESH_CORRECTION_STEPS`).
     """
 
     step: int
@@ -143,6 +145,15 @@ class TrainProgress:
     stopped: bool = False
     strokes: int = 0
     stroke_latency: float | None = None
+    fresh_wait: int = 0
+
+    def kept(self) -> str:
+        """Which weights the run ends with, in words (for the CLI's and the widget's last message)."""
+        if self.best_step:
+            return f"kept the best weights (step {self.best_step})"
+        if self.step < self.fresh_wait:
+            return f"kept the forest's answer (step 0): a new correction may replace it from step {self.fresh_wait} on"
+        return "kept the weights it started from (step 0): held-out strokes favoured no later step"
 
 
 # A trained correction replaces the forest's answer (step 0) only when its
@@ -325,7 +336,7 @@ def train_model(
     # Steps before a fresh correction may replace the forest (FRESH_CORRECTION_STEPS).
     head = getattr(model, "head", None)
     fresh = forest and head is not None and not any(bool(p.detach().any()) for p in head.parameters())
-    first_pick = FRESH_CORRECTION_STEPS if fresh else 0
+    first_pick = FRESH_CORRECTION_STEPS if fresh and forest_best else 0
 
     def may_replace(score: float) -> bool:
         """Whether weights scoring ``score`` on held-out strokes replace the best so far."""
@@ -447,7 +458,7 @@ def train_model(
             elapsed = time.perf_counter() - start
             fraction = _budget_fraction(config, step, elapsed)
             time_left = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0), strokes=taken, stroke_latency=latency)
+            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0), strokes=taken, stroke_latency=latency, fresh_wait=first_pick)
         if val_x is not None and step % config.val_every != 0 and step > 0 and step >= settled:
             val_loss, val_iou = validate()
             if may_replace(val_loss):
@@ -455,7 +466,7 @@ def train_model(
                 best_state = _copy_state(model)
         elapsed = time.perf_counter() - start
         last_loss = ema if ema is not None else float("nan")
-        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped, strokes=taken, stroke_latency=latency)
+        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped, strokes=taken, stroke_latency=latency, fresh_wait=first_pick)
     finally:
         # Runs on normal end, on stop, and when the caller closes the
         # generator: the model always ends with the best weights seen.

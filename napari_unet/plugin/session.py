@@ -424,7 +424,7 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
         if trained:
             self._weights_changed()
             if last.stopped:
-                self.notify("info", f"Training stopped at step {last.step}; kept the best weights (step {last.best_step}).")
+                self.notify("info", f"Training stopped at step {last.step}; {last.kept()}.")
         pending, self._pending = self._pending, None
         self._snapshot_request.clear()
         self.events.training_finished.emit()

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,7 @@ import torch
 from napari_unet.core.model import UNet, UNetConfig
 from napari_unet.core.samples import IGNORE
 from napari_unet.core.segmenter import Segmenter
-from napari_unet.core.training import TrainConfig, masked_cross_entropy, train_model
+from napari_unet.core.training import TrainConfig, TrainProgress, masked_cross_entropy, train_model
 from napari_unet.errors import UserInputError
 
 SMALL = dict(patch_size=32, batch_size=4, seed=0)
@@ -154,5 +156,20 @@ def test_a_fresh_correction_does_not_replace_the_forest_before_its_dip_is_over(b
         best[wait] = seg.fit(image, ann, cfg).best_step
     assert 0 < best[0] < 11, "without the wait, held-out strokes pick a young correction"
     assert best[11] in (0, 12)
+    # A correction kept from an earlier run is past its dip: no wait for it.
+    with torch.no_grad():
+        for p in seg.model.head.parameters():
+            p.add_(1e-3)
+    assert seg.fit(image, ann, replace(cfg, steps=2)).fresh_wait == 0
+    assert Segmenter(device="cpu").fit(image, ann, replace(cfg, steps=2)).fresh_wait == 11
     if best[11] == 0:
         assert not any(p.any() for p in seg.model.head.parameters()), "the forest's answer is a zero correction"
+
+
+def test_the_last_message_says_which_weights_were_kept():
+    def progress(step, best, wait):
+        return TrainProgress(step, step, 0.1, 0.1, 0.9, best, 1.0, 0.0, 1.0, done=True, fresh_wait=wait)
+
+    assert progress(80, 60, 50).kept() == "kept the best weights (step 60)"
+    assert "forest's answer" in progress(30, 0, 50).kept() and "from step 50 on" in progress(30, 0, 50).kept()
+    assert "weights it started from" in progress(80, 0, 50).kept() and "weights it started from" in progress(30, 0, 0).kept()

@@ -313,6 +313,8 @@ def test_paint_train_predict_correct_export_loop(viewer_and_widget, qtbot, sampl
     assert widget.training_panel.loss_plot.draw_count >= 2
     assert f"trained 1 run, {LOOP_STEPS} steps" in widget.training_panel.model_label.text()
     assert widget.training_panel.progress.format().startswith(f"trained {LOOP_STEPS} steps")
+    assert widget.training_panel.progress.format().endswith(f"kept step {widget.session.last_progress.best_step}")
+    assert widget.training_panel.progress.toolTip().startswith("Kept the ")
     assert widget.session.segmenter.device_label in widget.training_panel.device_label.text()
 
     # Instance parameters re-run only post-processing, on cached probabilities.
@@ -400,7 +402,7 @@ def test_stop_keeps_a_usable_model_and_train_continues(viewer_and_widget, qtbot,
     [steps] = run_lengths(widget.session.segmenter.history)
     assert 12 <= steps < budget
     assert widget.session.last_progress.stopped and widget.training_panel.progress.format().startswith("stopped")
-    assert any(level == "info" and "kept the best weights" in message for level, message in notes)
+    assert any(level == "info" and message.startswith("Training stopped at step") and "; kept the " in message for level, message in notes)
     qtbot.waitUntil(lambda: len(predictions) == 1, timeout=60_000)  # predicting works with the kept weights
     assert viewer.layers["nuclei semantic"].data.shape == sample.image.shape
 
