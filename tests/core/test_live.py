@@ -89,7 +89,12 @@ def test_a_correction_painted_during_training_takes_effect(blobs):
     obj = truth == target_id
     ann = ann.copy()
     ann[obj] = 0
-    seg = Segmenter(UNetConfig(1, 2, depth=2, width=8), device="cpu")
+    # The default model (forest + correction), as the widget trains it: a
+    # small plain U-Net takes this contradiction (a disc like the others
+    # called background) in too slowly for its answer to be tested at 80
+    # steps (its mean probability ended at 0.51-0.54, depending on the
+    # thread count and memory layout).
+    seg = Segmenter(device="cpu")
     seg.fit(image, ann, TrainConfig(steps=20, patch_size=32, batch_size=4, seed=0, val_fraction=0))
     before = seg.predict_probabilities(image)[1][obj].mean()
     assert before > 0.5  # the object is seen as one
