@@ -22,7 +22,8 @@ listed too: the profile that explains the shares.
 
 In the same run, a plain 4-level width-16 U-Net (3x3 convolutions, ReLU,
 no normalisation) does its forward pass over the same 2048² image in 512²
-tiles: the network-only cost a user's wait is compared with.
+tiles, in PyTorch's default memory layout and channels-last: the
+network-only cost a user's wait is compared with (the faster of the two).
 
 Targets (the speed issue): ``predict --instances`` on 2048², start-up
 subtracted, <= 1.5x the plain network's pass; per-pixel cost flat from
@@ -164,11 +165,18 @@ def plain_unet(width: int = 16, levels: int = 4):
     return Plain().eval()
 
 
-def plain_forward_s(image: np.ndarray, tile: int = 512, repeats: int = 2) -> float:
-    """Seconds for the plain U-Net's forward pass over ``image`` in non-overlapping ``tile``² tiles (median)."""
+def plain_forward_s(image: np.ndarray, tile: int = 512, repeats: int = 2, channels_last: bool = False) -> float:
+    """Seconds for the plain U-Net's forward pass over ``image`` in non-overlapping ``tile``² tiles (median).
+
+    ``channels_last`` runs it in the memory layout napari-unet's own network
+    uses (faster on CPUs, see ``napari_unet.core.model``): the reference a
+    PyTorch user gets with one more line.
+    """
     import torch
 
     net = plain_unet()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=layout)
     x = torch.from_numpy(image.astype(np.float32))[None, None]
     times = []
     for _ in range(repeats):
@@ -176,7 +184,7 @@ def plain_forward_s(image: np.ndarray, tile: int = 512, repeats: int = 2) -> flo
         with torch.inference_mode():
             for y in range(0, image.shape[0], tile):
                 for xx in range(0, image.shape[1], tile):
-                    net(x[:, :, y : y + tile, xx : xx + tile])
+                    net(x[:, :, y : y + tile, xx : xx + tile].contiguous(memory_format=layout))
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -212,13 +220,16 @@ def main(argv: list[str] | None = None) -> dict:
         inputs = _write_inputs(folder, sizes, stack)
         startup = statistics.median(_run(_cli("--version")) for _ in range(3))
         print(f"start-up (napari-unet --version): {startup:.2f} s", flush=True)
-        reference = None
+        reference, references = None, {}
         if 2048 in sizes:
             from benchmarks.bench_speed import synthetic_image
 
             img = synthetic_image(2048).astype(np.float32)
-            reference = plain_forward_s((img - img.mean()) / img.std())
-            print(f"plain 4-level width-16 U-Net, 2048² in 512² tiles: {reference:.2f} s", flush=True)
+            img = (img - img.mean()) / img.std()
+            references = {layout: plain_forward_s(img, channels_last=layout == "channels-last") for layout in ("default layout", "channels-last")}
+            # The target is held against the faster of the two: the network's cost as a user could get it.
+            reference = min(references.values())
+            print("plain 4-level width-16 U-Net, 2048² in 512² tiles: " + ", ".join(f"{v:.2f} s ({k})" for k, v in references.items()), flush=True)
         for name, path in inputs.items():
             out = folder / f"out_{path.stem}.tif"
             command = ["predict", str(path), "-m", str(model), "-o", str(out), "--instances"]
@@ -265,15 +276,16 @@ def main(argv: list[str] | None = None) -> dict:
     if reference is not None and "2048²" in by_name:
         ours = by_name["2048²"]["wall_s"] - startup
         ratio = ours / reference
-        tables.append(table("2048²: the command (start-up subtracted) against a plain network's forward pass in the same run",
-                            ["predict --instances (s)", "plain U-Net forward, 512² tiles (s)", "ratio"], [[round(ours, 2), round(reference, 2), round(ratio, 2)]]))
+        tables.append(table("2048²: the command (start-up subtracted) against a plain network's forward pass in the same run (the target uses the faster layout)",
+                            ["predict --instances (s)", "plain U-Net layout", "plain U-Net forward, 512² tiles (s)", "ratio"],
+                            [[round(ours, 2), layout, round(s, 2), round(ours / s, 2)] for layout, s in references.items()]))
         targets.append(target("predict --instances on 2048² (start-up subtracted) / plain 4-level width-16 U-Net forward in 512² tiles", f"≤ {RATIO_TARGET}×", round(ratio, 2), ratio <= RATIO_TARGET))
     if "2048²" in by_name and "8192²" in by_name:
         flat = by_name["8192²"]["ns_per_pixel"] / by_name["2048²"]["ns_per_pixel"]
         targets.append(target("per-pixel cost, 8192² / 2048² (start-up subtracted)", f"≤ {FLAT_TARGET}×", round(flat, 2), flat <= FLAT_TARGET))
     print_tables(tables, targets)
     payload = {"title": "End to end: the command line's wait, stage by stage", "tables": tables, "targets": targets, "records": records,
-               "reference_s": reference, "startup_s": startup}
+               "reference_s": reference, "references_s": references, "startup_s": startup}
     path = save_results(NAME, payload, results_dir(args), args.quick, machine)
     print(f"\nResults: {path}")
     return payload
