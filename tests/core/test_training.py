@@ -7,13 +7,17 @@ import torch
 from napari_unet.core.model import UNet, UNetConfig
 from napari_unet.core.samples import IGNORE
 from napari_unet.core.segmenter import Segmenter
-from napari_unet.core.training import TrainConfig, TrainProgress, masked_cross_entropy, train_model
+from napari_unet.core.training import TrainConfig, TrainProgress, best_class, masked_cross_entropy, train_model
 from napari_unet.errors import UserInputError
 
 SMALL = dict(patch_size=32, batch_size=4, seed=0)
 
 
 def _small_segmenter():
+    # Initial weights from a fixed seed: the global generator's state depends
+    # on which tests ran before, and a few of its draws start this tiny net
+    # dead (loss flat at 0.69 after 60 steps, at HEAD 0a4d6d4 too).
+    torch.manual_seed(0)
     return Segmenter(UNetConfig(1, 2, depth=2, width=8), device="cpu")
 
 
@@ -173,3 +177,13 @@ def test_the_last_message_says_which_weights_were_kept():
     assert progress(80, 60, 50).kept() == "kept the best weights (step 60)"
     assert "forest's answer" in progress(30, 0, 50).kept() and "from step 50 on" in progress(30, 0, 50).kept()
     assert "weights it started from" in progress(80, 0, 50).kept() and "weights it started from" in progress(30, 0, 0).kept()
+
+
+def test_best_class_is_argmax_ties_included():
+    """best_class (max's indices, 20x faster than argmax on a CPU) gives argmax's answer, first class on ties."""
+    torch.manual_seed(0)
+    scores = torch.randn(3, 4, 16, 16)
+    scores[:, 2] = scores[:, 1]  # ties between classes 1 and 2
+    scores[0, :, 0, 0] = 0.5  # a pixel where all four tie
+    np.testing.assert_array_equal(best_class(scores).numpy(), scores.argmax(1).numpy())
+    assert best_class(scores)[0, 0, 0] == 0
