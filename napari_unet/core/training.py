@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from napari_unet.core.autocontext import add_forest_inputs, forest_probabilities, image_features
 from napari_unet.core.implied import implied_background
 from napari_unet.core.live import RECENT_SHARE, RECENT_STEPS, StrokeFeed, StrokeUpdate, apply_update
+from napari_unet.core.model import NetInputs
 from napari_unet.core.samples import IGNORE, LabelledImage, PatchSampler, class_weights, prepare, validation_patches
 from napari_unet.errors import UserInputError
 
@@ -333,14 +334,14 @@ def train_model(
             loss = loss + config.forest_consistency * masked_cross_entropy(logits, pseudo)
         return loss
 
-    def fixed_inputs(x: torch.Tensor):
+    def fixed_inputs(x: torch.Tensor) -> NetInputs:
         # Forest inputs ride along as extra channels of the training images.
         return model.fixed_inputs(x[:, :channels], forest_probs=x[:, channels:]) if forest else model.fixed_inputs(x)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return model.learned(fixed_inputs(x))
 
-    val_inputs: list | None = None  # the validation batch's fixed inputs, made once per batch
+    val_inputs: list[NetInputs] | None = None  # the validation batch's fixed inputs, made once per batch
 
     def validate() -> tuple[float, float]:
         nonlocal val_inputs
