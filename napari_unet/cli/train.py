@@ -162,6 +162,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("napari-unet: interrupted before the first training step; no model written", file=sys.stderr)
         return interrupt_status()
     save_or_rescue(segmenter, args.output)
+    if last.rings_note():
+        print(f"note: --whole-objects {last.rings_note()}", file=sys.stderr)
     best = f"; {last.kept()}"
     val = f", validation IoU {last.val_iou:.3f}" if last.val_iou is not None else ""
     what = f" on {len(images)} {'volume' if ndim == 3 else 'plane'}{'s' if len(images) != 1 else ''}" if len(images) > 1 or len(args.files) > 2 else ""

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_unet.core.autocontext import add_forest_inputs, forest_probabilities, image_features
-from napari_unet.core.implied import implied_background
+from napari_unet.core.implied import implied_background, rings_cut_objects
 from napari_unet.core.live import RECENT_SHARE, RECENT_STEPS, StrokeFeed, StrokeUpdate, apply_update
 from napari_unet.core.model import NetInputs
 from napari_unet.core.samples import IGNORE, LabelledImage, PatchSampler, class_weights, prepare, validation_patches
@@ -131,6 +131,10 @@ class TrainProgress:
     to the end of the first step that trained on it. ``fresh_wait`` is the
     step from which a fresh correction may replace the forest's answer
     (0 when no wait applies: see :data:`FRESH_CORRECTION_STEPS`).
+    ``rings_dropped`` is True when ``whole_objects`` was asked for but the
+    forest trained with the implied rings cut objects apart, so the run
+    trained on the strokes as painted
+    (:func:`~napari_unet.core.implied.rings_cut_objects`).
     """
 
     step: int
@@ -147,6 +151,17 @@ class TrainProgress:
     strokes: int = 0
     stroke_latency: float | None = None
     fresh_wait: int = 0
+    rings_dropped: bool = False
+
+    def rings_note(self) -> str | None:
+        """Why the whole-objects option was dropped, after the front-end's name for it (None when it was not)."""
+        if not self.rings_dropped:
+            return None
+        return (
+            "was ignored: with the background rings around painted objects, "
+            "the forest cut unpainted objects into pieces far smaller than the painted ones, "
+            "so this run trained on the strokes as painted"
+        )
 
     def kept(self) -> str:
         """Which weights the run ends with, in words (for the CLI's and the widget's last message)."""
@@ -294,16 +309,24 @@ def train_model(
     start = time.perf_counter()  # the forest's fit counts against the budget too
     channels = model.config.in_channels
     forest = getattr(model, "forest", None) is not None
+    plain_targets = targets
     if config.whole_objects:
         targets = [implied_background(t, n_classes) for t in targets]
+    rings = any(a is not b for a, b in zip(targets, plain_targets))
     feats = None
     if forest or getattr(model, "needs_feature_stats", False):
         feats = [image_features(model, image, device) for image in images]
     if getattr(model, "needs_feature_stats", False):
         # A fresh model: its feature scaling comes from its first images and then stays.
         model.set_feature_stats(feats)
+    rings_dropped = False
     if forest:
-        images = add_forest_inputs(model, images, feats, targets, device, config.seed)
+        with_forest = add_forest_inputs(model, images, feats, targets, device, config.seed)
+        if rings and rings_cut_objects(plain_targets, [image[channels:] for image in with_forest]):
+            # The rings taught the forest to cut objects apart: train on the strokes as painted.
+            targets, rings_dropped = plain_targets, True
+            with_forest = add_forest_inputs(model, images, feats, targets, device, config.seed)
+        images = with_forest
     del feats
     data = prepare(images, targets, config.patch_size, config.val_fraction, rng)
     sampler = PatchSampler(data, config.patch_size, config.batch_size, config.augment, rng, channels)
@@ -494,7 +517,7 @@ def train_model(
             elapsed = time.perf_counter() - start
             fraction = _budget_fraction(config, step, elapsed)
             time_left = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0), strokes=taken, stroke_latency=latency, fresh_wait=first_pick)
+            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0), strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped)
         if val_x is not None and step % config.val_every != 0 and step > 0 and step >= settled:
             val_loss, val_iou = validate()
             if may_replace(val_loss):
@@ -502,7 +525,7 @@ def train_model(
                 best_state = _copy_state(model)
         elapsed = time.perf_counter() - start
         last_loss = ema if ema is not None else float("nan")
-        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped, strokes=taken, stroke_latency=latency, fresh_wait=first_pick)
+        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped, strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped)
     finally:
         # Runs on normal end, on stop, and when the caller closes the
         # generator: the model always ends with the best weights seen.

@@ -425,6 +425,8 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
             self._weights_changed()
             if last.stopped:
                 self.notify("info", f"Training stopped at step {last.step}; {last.kept()}.")
+            if last.rings_note():
+                self.notify("warning", f'"Objects are painted whole" {last.rings_note()}.')
         pending, self._pending = self._pending, None
         self._snapshot_request.clear()
         self.events.training_finished.emit()

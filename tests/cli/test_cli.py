@@ -629,3 +629,19 @@ def test_train_suggests_whole_objects_when_objects_look_painted_whole(files, tmp
     assert "look painted whole" in err and "--whole-objects" in err and seen == [False]
     main([*args, "--whole-objects"])
     assert "look painted whole" not in capsys.readouterr().err and seen == [False, True]
+
+
+def test_train_says_when_whole_objects_was_dropped(files, tmp_path, capsys, monkeypatch):
+    """When the rings cut objects apart (core/implied.py), train says the option was ignored, on stderr."""
+    import napari_unet.core.implied as implied
+
+    monkeypatch.setattr(implied, "CUT_SHARE", 100.0)  # every found object counts as cut
+    truth = files["truth"]
+    whole = np.where(truth > 0, 2, 0).astype(np.uint8)
+    whole[0][truth[0] == 0] = 1
+    whole[:, whole.shape[1] // 2 :] = 0  # the right half unpainted: objects are found there
+    tifffile.imwrite(tmp_path / "whole.tif", whole)
+    out = tmp_path / "m.pt"
+    assert main(["train", str(files["image"]), str(tmp_path / "whole.tif"), "-o", str(out), "--steps", "2", "--whole-objects"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --whole-objects was ignored" in err and "strokes as painted" in err and out.exists()

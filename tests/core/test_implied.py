@@ -3,7 +3,7 @@
 import numpy as np
 from skimage.draw import disk, line
 
-from napari_unet.core.implied import HINT_OBJECTS, implied_background, whole_objects_hint
+from napari_unet.core.implied import HINT_OBJECTS, found_to_painted_size, implied_background, rings_cut_objects, whole_objects_hint
 from napari_unet.core.training import TrainConfig
 
 U, BG, OBJ = -1, 0, 1
@@ -95,3 +95,65 @@ def test_cores_with_background_painted_closely_around_suggest_nothing():
         ann[disk((20, 15 + 30 * i), 9, shape=ann.shape)] = 0
         ann[disk((20, 15 + 30 * i), 5, shape=ann.shape)] = 2
     assert whole_objects_hint([ann], "x") is None
+
+
+def _probabilities(foreground: np.ndarray) -> np.ndarray:
+    """Two-class probabilities that say ``foreground`` and nothing else."""
+    p = foreground.astype(np.float32)
+    return np.stack([1 - p, p])
+
+
+def test_found_objects_are_compared_with_the_objects_painted_whole():
+    t = _targets((60, 120))
+    t[disk((22, 22), 14)] = OBJ  # painted whole: about 600 pixels
+    whole_size = np.zeros(t.shape, bool)
+    whole_size[disk((30, 80), 14)] = True
+    assert 0.8 < found_to_painted_size([t], [_probabilities(whole_size)]) < 1.2
+    assert not rings_cut_objects([t], [_probabilities(whole_size)])
+    # Objects cut into 16-pixel pieces: a fortieth of the painted size.
+    pieces = np.zeros(t.shape, bool)
+    for y in range(2, 58, 6):
+        for x in range(60, 118, 6):
+            pieces[y : y + 4, x : x + 4] = True  # 16-pixel pieces
+    assert rings_cut_objects([t], [_probabilities(pieces)])
+
+
+def test_without_objects_painted_whole_nothing_is_judged():
+    t = _targets()
+    rr, cc = line(5, 5, 30, 50)
+    t[rr, cc] = OBJ
+    found = np.zeros(t.shape, bool)
+    found[disk((20, 40), 3)] = True
+    assert found_to_painted_size([t], [_probabilities(found)]) is None
+    assert not rings_cut_objects([t], [_probabilities(found)])
+
+
+def test_a_run_whose_rings_cut_objects_trains_on_the_strokes_as_painted(monkeypatch):
+    """With the rings judged harmful, the forest and the run are those of the same strokes without the option."""
+    import napari_unet.core.implied as implied
+    from napari_unet.core.segmenter import Segmenter
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(0.2, 0.05, (48, 96)).astype(np.float32)
+    truth = np.zeros(image.shape, bool)
+    for i in range(3):
+        truth[disk((24, 16 + 30 * i), 9)] = True
+    image[truth] += 1.0
+    ann = np.zeros(image.shape, np.uint8)
+    ann[disk((24, 16), 9)] = 2  # one object painted whole
+    ann[2, :] = ann[45, :] = 1
+
+    def forest_of(whole: bool) -> tuple:
+        seg = Segmenter(device="cpu")
+        last = seg.fit(image, ann, TrainConfig(steps=1, seed=0, whole_objects=whole))
+        return last, seg.model.forest.threshold.numpy().copy()
+
+    plain_last, plain_forest = forest_of(False)
+    ringed_last, ringed_forest = forest_of(True)
+    assert not plain_last.rings_dropped and plain_last.rings_note() is None
+    assert not ringed_last.rings_dropped  # whole discs found whole: the rings stay
+    assert not np.array_equal(ringed_forest.shape, plain_forest.shape) or not np.array_equal(ringed_forest, plain_forest)
+    monkeypatch.setattr(implied, "CUT_SHARE", 100.0)  # every found object now counts as "cut"
+    dropped_last, dropped_forest = forest_of(True)
+    assert dropped_last.rings_dropped and "strokes as painted" in dropped_last.rings_note()
+    np.testing.assert_array_equal(dropped_forest, plain_forest)

@@ -145,3 +145,21 @@ def test_objects_painted_whole_get_a_hint_once(loop) -> None:
     hints = [m for m in messages if "look painted whole" in m[1]]
     assert len(hints) == 1 and hints[0][0] == "info" and '"Objects are painted whole"' in hints[0][1], messages
     assert not session.settings.whole_objects
+
+
+def test_a_dropped_whole_objects_option_is_said(loop, monkeypatch) -> None:
+    """When the rings cut objects apart (core/implied.py), a warning says the option was ignored for this run."""
+    import napari_unet.core.implied as implied
+
+    sample, viewer, session, heard, messages = loop
+    monkeypatch.setattr(implied, "CUT_SHARE", 100.0)  # every found object counts as cut
+    annotations = session.new_annotations()
+    session.settings = replace(session.settings, annotations=annotations.name, steps=2, auto_predict=False, whole_objects=True)
+    whole = np.where(sample.instances > 0, 2, 0).astype(np.uint8)
+    whole[0][sample.instances[0] == 0] = 1
+    whole[:, whole.shape[1] // 2 :] = 0  # the right half unpainted: objects are found there
+    annotations.data = whole
+    assert session.train()
+    said = [m for m in messages if "strokes as painted" in m[1]]
+    assert len(said) == 1 and said[0][0] == "warning" and said[0][1].startswith('"Objects are painted whole" was ignored'), messages
+    assert session.last_progress.rings_dropped
