@@ -54,7 +54,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_unet.core.postprocess import label_maxima
+from napari_unet.core.postprocess import InstanceParams, label_maxima
 
 #: Smallest inscribed radius (pixels) of a painted piece read as a whole
 #: object: a 3-pixel-wide stroke has radius 2, a painted disc of radius 3
@@ -185,8 +185,8 @@ def whole_objects_hint(annotations: list, option: str) -> str | None:
 #: it rests on one failing image, and a false alarm costs only the rings'
 #: gain, as training then uses the strokes as painted.
 CUT_SHARE = 0.04
-#: Predicted pieces smaller than this (pixels) are specks, not objects.
-_SPECK = 16
+#: Predicted pieces smaller than the split's minimum object size are specks, not objects.
+_SPECK = InstanceParams.min_size
 
 
 def found_to_painted_size(targets: list, probabilities: list) -> float | None:
