@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
 
 from benchmarks._common import QUICK_RESULTS_DIR, REPO_ROOT, RESULTS_DIR
 
-BENCHMARKS = ("accuracy", "selection", "split", "uncertainty", "next_region", "live_strokes", "speed", "end_to_end", "contention", "memory", "responsiveness")
+BENCHMARKS = ("accuracy", "selection", "split", "whole_objects", "uncertainty", "next_region", "live_strokes", "speed", "end_to_end", "contention", "memory", "responsiveness")
 GUI = {"responsiveness"}
 
 

@@ -164,11 +164,11 @@ def predict_planes(
         None when neither instances nor measurements were asked for (they
         are then never computed).
     """
-    from napari_unet.core.postprocess import InstanceParams, uncertainty_from_probabilities
+    from napari_unet.core.postprocess import uncertainty_from_probabilities
     from napari_unet.io.atomic import atomic_group, scratch_dir
     from napari_unet.io.tiff import write_labels, write_tiff
 
-    params = params or InstanceParams()
+    params = params or segmenter.instance_params()
     shape = tuple(planes.label_shape)
     n_classes = segmenter.config.n_classes
     outputs = [p for p in (semantic_path, instances_path, probabilities_path, uncertainty_path) if p is not None]

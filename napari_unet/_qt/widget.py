@@ -203,6 +203,7 @@ class UNetWidget(QWidget):
         events.training_progress.connect(self._on_training_progress)
         events.training_finished.connect(self._on_training_finished)
         events.model_changed.connect(self._on_model_changed)
+        events.min_size_suggested.connect(self.prediction_panel.min_size.setValue)
         events.prediction_started.connect(self._on_prediction_started)
         events.prediction_progress.connect(self.prediction_panel.progress.show_progress)
         events.prediction_finished.connect(self._on_prediction_written)

@@ -147,6 +147,10 @@ def _weights_problem(state_dict) -> str | None:
     return None
 
 
+#: Largest minimum object size a model file may carry (pixels): a 4096² object.
+MAX_MIN_OBJECT_SIZE = 4096 * 4096
+
+
 def _extras_problem(data: dict) -> str | None:
     names = data.get("class_names")
     if names is not None:
@@ -154,6 +158,9 @@ def _extras_problem(data: dict) -> str | None:
             return "its class names are not a list of text"
         if len(names) != data["config"]["n_classes"]:
             return f"it names {len(names)} classes but its model has {data['config']['n_classes']}"
+    min_size = data.get("min_object_size")
+    if min_size is not None and not (_is_int(min_size) and 0 <= min_size <= MAX_MIN_OBJECT_SIZE):
+        return f"its minimum object size {min_size!r} is not a whole number of pixels from 0 to {MAX_MIN_OBJECT_SIZE}"
     history = data.get("history", [])
     if not isinstance(history, list):
         return "its training history is not a list"

@@ -187,6 +187,19 @@ def whole_objects_hint(annotations: list, option: str) -> str | None:
 CUT_SHARE = 0.04
 #: Predicted pieces smaller than the split's minimum object size are specks, not objects.
 _SPECK = InstanceParams.min_size
+#: With objects painted whole, instances drop predicted objects under this
+#: share of the painted objects' median area (:func:`whole_object_min_size`).
+#: Measured on eight held-out-like images (512², 125 nuclei of radius
+#: 8-12, twelve painted whole and background lines 3 px away; four with the
+#: suite's noise and uneven background, four clean), 60 s of training,
+#: ``python -m benchmarks.bench_whole_objects``: instance F1 0.764 / 0.512
+#: / 0.316 / 0.859 (noisy) and 0.947 / 0.932 / 0.904 / 0.560 (clean) with
+#: a fixed 16 px, 0.816 / 0.748 / 0.800 / 0.863 and 0.947 / 0.952 / 0.904
+#: / 0.738 at 0.3 (mean 0.724 -> 0.846). The losses were specks and
+#: fragments. 0.2 gave 0.813; 0.4 gave 0.855 but was below 0.3 on two of
+#: the eight, and a larger share drops more real small objects on images
+#: whose object sizes vary more than these: 0.3 is the cautious choice.
+MIN_OBJECT_SHARE = 0.3
 
 
 def found_to_painted_size(targets: list, probabilities: list) -> float | None:
@@ -205,21 +218,54 @@ def found_to_painted_size(targets: list, probabilities: list) -> float | None:
     float or None
         The ratio; None without whole painted objects or found objects.
     """
-    painted, found = [], []
+    painted_area = painted_object_area(targets)
+    found = []
     for target, probs in zip(targets, probabilities):
         planes = zip(target[None], probs[None]) if target.ndim == 2 else zip(target, np.moveaxis(probs, 1, 0))
         for plane, p in planes:
-            pieces, _, whole, _ = _whole_pieces(plane)
-            if whole.any():
-                painted.append(np.bincount(pieces.ravel())[1:][whole[1:]])
             objects, _ = ndi.label((p[1] > p[0]) & (plane == _IGNORE))
             sizes = np.bincount(objects.ravel())[1:]
             found.append(sizes[sizes >= _SPECK])
-    painted_area = np.concatenate(painted) if painted else np.zeros(0)
     found_area = np.concatenate(found) if found else np.zeros(0)
-    if not painted_area.size or not found_area.size:
+    if painted_area is None or not found_area.size:
         return None
-    return float(np.median(found_area)) / float(np.median(painted_area))
+    return float(np.median(found_area)) / painted_area
+
+
+def painted_object_area(targets: list) -> float | None:
+    """Median area (pixels, within a plane) of the objects painted whole; None when none is.
+
+    Parameters
+    ----------
+    targets : list of numpy.ndarray
+        Training targets *without* the rings (-1 unlabeled, 0 background, 1 object),
+        2D planes or 3D volumes (read plane by plane).
+    """
+    areas = []
+    for target in targets:
+        for plane in target[None] if target.ndim == 2 else target:
+            pieces, _, whole, _ = _whole_pieces(plane)
+            if whole.any():
+                areas.append(np.bincount(pieces.ravel())[1:][whole[1:]])
+    return float(np.median(np.concatenate(areas))) if areas else None
+
+
+def whole_object_min_size(targets: list) -> int | None:
+    """The smallest object instances should keep, from the objects painted whole (2D targets only).
+
+    Objects painted whole say how large objects are, so a predicted piece
+    under :data:`MIN_OBJECT_SHARE` of their median area is a fragment or a
+    speck, not an object. ``None`` (keep the default minimum size) without
+    whole painted objects, or for 3D targets, whose objects are volumes:
+    there the split's own fragment rule applies
+    (:data:`~napari_unet.core.postprocess.FRAGMENT_SHARE`).
+    """
+    if any(t.ndim != 2 for t in targets):
+        return None
+    area = painted_object_area(targets)
+    if area is None:
+        return None
+    return max(InstanceParams.min_size, int(round(MIN_OBJECT_SHARE * area)))
 
 
 def rings_cut_objects(targets: list, probabilities: list) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 
 from napari_unet.core.checkpoint import load_checkpoint, save_checkpoint
 from napari_unet.core.device import describe_device, resolve_device
+from napari_unet.core.implied import whole_object_min_size
 from napari_unet.core.inference import TileProgress, default_tiling, iter_predict_tiled
 from napari_unet.core.live import StrokeFeed
 from napari_unet.core.model import UNet, UNetConfig, channel_mismatch, default_config, model_ndim
@@ -80,6 +82,8 @@ class Segmenter:
         self.normalization = Normalization()
         self.class_names = list(class_names) if class_names else None
         self.history: list[dict] = []
+        #: Smallest object the instances keep, learned from objects painted whole (None: the default).
+        self.min_object_size: int | None = None
         self._loaded = False  # weights came from a file (a loaded model may have no history)
 
     # -- state ---------------------------------------------------------------
@@ -98,6 +102,7 @@ class Segmenter:
         self.model = None
         self.config = None
         self.history = []
+        self.min_object_size = None
         self._loaded = False
 
     def to(self, device: str | torch.device) -> Segmenter:
@@ -106,6 +111,31 @@ class Segmenter:
         if self.model is not None:
             self.model.to(self.device)
         return self
+
+    def instance_params(self):
+        """The default post-processing for this model: :class:`~napari_unet.core.postprocess.InstanceParams`.
+
+        Its minimum object size is raised to :attr:`min_object_size` when the
+        model was trained on objects painted whole
+        (:func:`~napari_unet.core.implied.whole_object_min_size`).
+        """
+        from napari_unet.core.postprocess import InstanceParams
+
+        params = InstanceParams()
+        if self.min_object_size is not None and self.min_object_size > params.min_size:
+            params = replace(params, min_size=self.min_object_size)
+        return params
+
+    def min_object_note(self) -> str | None:
+        """What :attr:`min_object_size` does, in words (None when the model has none)."""
+        if self.min_object_size is None:
+            return None
+        from napari_unet.core.implied import MIN_OBJECT_SHARE
+
+        return (
+            f"instances drop objects under {self.min_object_size} px "
+            f"({MIN_OBJECT_SHARE:g} of the median area of the objects painted whole); the model file keeps this size"
+        )
 
     def names(self) -> list[str]:
         """Class names, defaulting to background, class 1, class 2, ..."""
@@ -191,6 +221,8 @@ class Segmenter:
             raise UserInputError(f"cannot normalise the image: {exc}") from exc
         normalized = [apply_range(im, *image_range(im, self.normalization)) for im in images]
         targets = [annotations_to_targets(a) for a in annotations]
+        # Objects painted whole say how large objects are (one object class only, as for the rings).
+        self.min_object_size = whole_object_min_size(targets) if config.whole_objects and n_classes == 2 else None
         run = len({h.get("run", 0) for h in self.history})
         def normalize(image: np.ndarray) -> np.ndarray:
             return apply_range(image, *image_range(image, self.normalization))
@@ -267,9 +299,8 @@ class Segmenter:
         and returns the largest instance id written.
         """
         from napari_unet.core.blockwise import predict_plane
-        from napari_unet.core.postprocess import InstanceParams
 
-        return (yield from predict_plane(self, image, semantic_out, instances_out, params or InstanceParams(), **kwargs))
+        return (yield from predict_plane(self, image, semantic_out, instances_out, params or self.instance_params(), **kwargs))
 
     def predict_stack(self, planes, semantic_out, instances_out, params=None, **kwargs) -> Generator[Any, None, int]:
         """Labels of an N-D image (every plane, or ``indices``) written into label-shaped outputs.
@@ -279,10 +310,9 @@ class Segmenter:
         yields :class:`~napari_unet.core.stack.StackProgress` and returns the
         largest instance id written.
         """
-        from napari_unet.core.postprocess import InstanceParams
         from napari_unet.core.stack import iter_predict_stack
 
-        return (yield from iter_predict_stack(self, planes, semantic_out, instances_out, params or InstanceParams(), **kwargs))
+        return (yield from iter_predict_stack(self, planes, semantic_out, instances_out, params or self.instance_params(), **kwargs))
 
     def predict_probabilities(self, image, **kwargs) -> np.ndarray:
         """Class probabilities ``(n_classes, *spatial)``; see :meth:`iter_predict` for options."""
@@ -312,9 +342,9 @@ class Segmenter:
         semantic, instances : numpy.ndarray
             Label-shaped (``image`` without its channel axis).
         """
-        from napari_unet.core.postprocess import InstanceParams, instances_from_semantic, semantic_from_probabilities
+        from napari_unet.core.postprocess import instances_from_semantic, semantic_from_probabilities
 
-        params = params or InstanceParams()
+        params = params or self.instance_params()
         if self.model is None:
             raise UserInputError("no model yet: train one or load a model file first")
         image = np.asarray(image)
@@ -357,6 +387,7 @@ class Segmenter:
                 "normalization": self.normalization.to_dict(),
                 "class_names": self.names(),
                 "history": list(self.history),
+                **({"min_object_size": self.min_object_size} if self.min_object_size is not None else {}),
             },
         )
 
@@ -380,5 +411,6 @@ class Segmenter:
         seg.model.eval()
         seg.normalization = Normalization.from_dict(data["normalization"])
         seg.history = list(data.get("history", []))
+        seg.min_object_size = data.get("min_object_size")
         seg._loaded = True
         return seg

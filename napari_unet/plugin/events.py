@@ -23,6 +23,8 @@ class SessionEvents(SignalGroup):
     training_progress = Signal(object)
     #: A training run ended (normally, stopped or failed); see ``last_progress`` / ``training_failed``.
     training_finished = Signal()
+    #: The model says how small an object may be (pixels): it learned that from objects painted whole.
+    min_size_suggested = Signal(int)
     #: The weights were replaced (trained, loaded or reset).
     model_changed = Signal()
     #: A prediction job started; True when it is a whole stack (cancellable).

@@ -57,6 +57,7 @@ class ModelFiles:
             return False
         self._set_segmenter(segmenter)
         self.notify("info", f"Loaded model: {self.describe_model()}")
+        self.suggest_min_size()
         return True
 
     def export_labels(self, path: str | Path, which: str = "instances", measurements: bool | None = None) -> list[str]:

@@ -294,6 +294,13 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
         self._weights_changed()
         self.events.model_changed.emit()
 
+    def suggest_min_size(self) -> None:
+        """Raise "Min size" to the model's own minimum object size, learned from objects painted whole (:attr:`Segmenter.min_object_size`)."""
+        size = self.segmenter.min_object_size
+        if size is not None and size > self.options.instance_params.min_size:
+            self.events.min_size_suggested.emit(size)
+            self.notify("info", f'"Objects are painted whole": {self.segmenter.min_object_note()}. Min size is now {size} px.')
+
     def _weights_changed(self) -> None:
         """New weights: cached probabilities and the record of predicted planes are stale."""
         self.last_prediction = None
@@ -427,6 +434,7 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
                 self.notify("info", f"Training stopped at step {last.step}; {last.kept()}.")
             if last.rings_note():
                 self.notify("warning", f'"Objects are painted whole" {last.rings_note()}.')
+            self.suggest_min_size()
         pending, self._pending = self._pending, None
         self._snapshot_request.clear()
         self.events.training_finished.emit()

@@ -645,3 +645,23 @@ def test_train_says_when_whole_objects_was_dropped(files, tmp_path, capsys, monk
     assert main(["train", str(files["image"]), str(tmp_path / "whole.tif"), "-o", str(out), "--steps", "2", "--whole-objects"]) == 0
     err = capsys.readouterr().err
     assert "note: --whole-objects was ignored" in err and "strokes as painted" in err and out.exists()
+
+
+def test_train_with_whole_objects_keeps_their_size_rule_in_the_model(files, tmp_path, capsys):
+    """Objects painted whole set the smallest object the instances keep: train says so, the model file keeps it, predict uses it."""
+    from napari_unet.core.segmenter import Segmenter
+
+    truth = files["truth"]
+    whole = np.where(truth > 0, 2, 0).astype(np.uint8)
+    whole[0][truth[0] == 0] = 1
+    whole[:, whole.shape[1] // 2 :] = 0
+    tifffile.imwrite(tmp_path / "whole.tif", whole)
+    model = tmp_path / "m.pt"
+    assert main(["train", str(files["image"]), str(tmp_path / "whole.tif"), "-o", str(model), "--steps", "2", "--whole-objects"]) == 0
+    size = Segmenter.load(model, device="cpu").min_object_size
+    assert size is not None and size > 16
+    assert f"note: --whole-objects: instances drop objects under {size} px" in capsys.readouterr().err
+    out = tmp_path / "instances.tif"
+    assert main(["predict", str(files["image"]), "-m", str(model), "-o", str(tmp_path / "s.tif"), "--instances", str(out)]) == 0
+    sizes = np.bincount(tifffile.imread(out).ravel())[1:]
+    assert sizes[sizes > 0].min(initial=size) >= size

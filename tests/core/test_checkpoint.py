@@ -30,6 +30,22 @@ def test_round_trip_keeps_everything(trained_segmenter, tmp_path):
     np.testing.assert_array_equal(loaded.predict_probabilities(image), seg.predict_probabilities(image))
 
 
+def test_the_minimum_object_size_learned_from_objects_painted_whole_is_kept(trained_segmenter, tmp_path):
+    """A model trained on objects painted whole keeps their size rule; predictions use it unless told otherwise."""
+    seg, image, _ = trained_segmenter
+    assert seg.min_object_size is None and seg.instance_params().min_size == 16 and seg.min_object_note() is None
+    seg.min_object_size = 40
+    try:
+        loaded = Segmenter.load(seg.save(tmp_path / "m.pt"), device="cpu")
+    finally:
+        seg.min_object_size = None
+    assert loaded.min_object_size == 40 and loaded.instance_params().min_size == 40
+    assert "objects under 40 px" in loaded.min_object_note()
+    _, instances = loaded.segment(image)
+    sizes = np.bincount(instances.ravel())[1:]
+    assert sizes.size == 0 or sizes.min() >= 40
+
+
 def test_training_resumes_from_a_file(trained_segmenter, tmp_path):
     seg, image, ann = trained_segmenter
     loaded = Segmenter.load(seg.save(tmp_path / "m.pt"), device="cpu")
@@ -127,6 +143,8 @@ def _set_in(key, field, value):
         (_set("class_names", ["background"]), "names 1 classes"),
         (_set("history", {"run": 0}), "history is not a list"),
         (_set("history", [{"run": "zero", "step": 1}]), "history"),
+        (_set("min_object_size", "30"), "minimum object size '30'"),
+        (_set("min_object_size", -1), "minimum object size -1"),
     ],
 )
 def test_malformed_model_files_are_refused_naming_the_file(tmp_path, trained_segmenter, change, message):

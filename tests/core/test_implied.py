@@ -3,7 +3,16 @@
 import numpy as np
 from skimage.draw import disk, line
 
-from napari_unet.core.implied import HINT_OBJECTS, found_to_painted_size, implied_background, rings_cut_objects, whole_objects_hint
+from napari_unet.core.implied import (
+    HINT_OBJECTS,
+    MIN_OBJECT_SHARE,
+    found_to_painted_size,
+    implied_background,
+    painted_object_area,
+    rings_cut_objects,
+    whole_object_min_size,
+    whole_objects_hint,
+)
 from napari_unet.core.training import TrainConfig
 
 U, BG, OBJ = -1, 0, 1
@@ -157,3 +166,23 @@ def test_a_run_whose_rings_cut_objects_trains_on_the_strokes_as_painted(monkeypa
     dropped_last, dropped_forest = forest_of(True)
     assert dropped_last.rings_dropped and "strokes as painted" in dropped_last.rings_note()
     np.testing.assert_array_equal(dropped_forest, plain_forest)
+
+
+def test_objects_painted_whole_set_the_smallest_object_kept():
+    """A share of the median area of the objects painted whole, never below the default; 2D only."""
+    t = _targets((60, 160))
+    areas = []
+    for x, r in ((20, 8), (60, 10), (110, 12)):
+        t[disk((30, x), r)] = OBJ
+        areas.append(int(np.count_nonzero(disk((30, x), r, shape=t.shape)[0] >= 0)))
+    rr, cc = line(5, 140, 50, 150)
+    t[rr, cc] = OBJ  # a stroke inside an object: not a whole object, not counted
+    assert painted_object_area([t]) == float(np.median(areas))
+    assert whole_object_min_size([t]) == round(MIN_OBJECT_SHARE * np.median(areas))
+    small = _targets()
+    small[disk((20, 20), 3)] = OBJ  # about 29 pixels: the default minimum size stays
+    assert whole_object_min_size([small]) == 16
+    lines = _targets()
+    lines[line(5, 5, 30, 50)] = OBJ
+    assert painted_object_area([lines]) is None and whole_object_min_size([lines]) is None
+    assert whole_object_min_size([np.stack([t, t])]) is None  # volumes: the split's fragment rule applies

@@ -147,6 +147,27 @@ def test_objects_painted_whole_get_a_hint_once(loop) -> None:
     assert not session.settings.whole_objects
 
 
+def test_objects_painted_whole_raise_the_min_size(loop) -> None:
+    """Trained on objects painted whole, the model says how small an object may be: an event for Min size and an info note."""
+    sample, viewer, session, heard, messages = loop
+    sizes = []
+    session.events.min_size_suggested.connect(sizes.append)
+    annotations = session.new_annotations()
+    session.settings = replace(session.settings, annotations=annotations.name, steps=2, auto_predict=False, whole_objects=True)
+    whole = np.where(sample.instances > 0, 2, 0).astype(np.uint8)
+    whole[0][sample.instances[0] == 0] = 1
+    whole[:, whole.shape[1] // 2 :] = 0
+    annotations.data = whole
+    assert session.train()
+    size = session.segmenter.min_object_size
+    assert size is not None and sizes == [size] and size > session.settings.instance_params.min_size
+    said = [m for m in messages if f"Min size is now {size} px" in m[1]]
+    assert len(said) == 1 and said[0][0] == "info", messages
+    session.settings = replace(session.settings, whole_objects=False)
+    assert session.train()
+    assert session.segmenter.min_object_size is None and sizes == [size]  # the option off: no size rule
+
+
 def test_a_dropped_whole_objects_option_is_said(loop, monkeypatch) -> None:
     """When the rings cut objects apart (core/implied.py), a warning says the option was ignored for this run."""
     import napari_unet.core.implied as implied

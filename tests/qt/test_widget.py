@@ -435,6 +435,15 @@ def test_save_and_load_model_restore_classes_history_and_plot(viewer_and_widget,
     np.testing.assert_allclose(predictions[1], predictions[0], atol=1e-5)  # same weights, same prediction
 
 
+def test_a_model_that_knows_its_objects_size_sets_min_size(viewer_and_widget) -> None:
+    """The session's suggestion (a model trained on objects painted whole) lands in Min size, which predictions read."""
+    _, widget = viewer_and_widget
+    widget.prediction_panel.min_size.setValue(16)
+    widget.session.events.min_size_suggested.emit(40)
+    assert widget.prediction_panel.min_size.value() == 40
+    assert widget.settings().instance_params.min_size == 40
+
+
 def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot, sample, notes) -> None:
     viewer = make_napari_viewer()
     widget = dock(viewer, notes)
