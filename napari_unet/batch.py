@@ -287,6 +287,7 @@ def predict_file(
     device: str = "auto",
     tile: int | None = None,
     measurements_path: str | None = None,
+    min_size: int | None = None,
 ) -> FileResult:
     """Predict one file (a dask task): never raises, reports failures in the result.
 
@@ -306,6 +307,7 @@ def predict_file(
             Path(instances_path) if instances_path else None,
             tile=tile,
             measurements_path=Path(measurements_path) if measurements_path else None,
+            params=segmenter.instance_params(min_size),
         )
         result.written, result.objects = written, objects
     except UserInputError as exc:
@@ -465,6 +467,7 @@ def predict_batch(
     workers: int | None = None,
     stream=None,
     measurements: bool = False,
+    min_size: int | None = None,
 ) -> list[FileResult]:
     """Predict many files into ``folder``, one dask task per file.
 
@@ -493,6 +496,9 @@ def predict_batch(
     measurements : bool
         Also write ``<stem>_objects.csv``: one row per object
         (:mod:`napari_unet.core.measure`).
+    min_size : int, optional
+        Smallest object kept in the instances (default: the model's own,
+        see :meth:`~napari_unet.core.segmenter.Segmenter.instance_params`).
 
     Returns
     -------
@@ -533,6 +539,7 @@ def predict_batch(
                 task(
                     str(p), a, model_path, str(sem), str(inst) if inst else None, device, tile,
                     str(measurements_path(sem)) if measurements else None,
+                    min_size,
                     dask_key_name=f"napari-unet-predict-{i}",
                 )
                 for i, (p, a, (sem, inst)) in enumerate(zip(plan.files, plan.axes, plan.outputs))

@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser.add_argument(
         "--uncertainty", metavar="UNCERTAINTY", help="also write the per-pixel uncertainty, 1 - (best - second best class probability), raised near unsure pixels (float32 in [0, 1]; one input only)"
     )
+    predict_parser.add_argument(
+        "--min-size", type=int, metavar="PIXELS",
+        help="drop objects smaller than this from the instances (default: 16, or the size a model trained with --whole-objects learned)",
+    )
     predict_parser.add_argument("--axes", metavar="AXES", help=AXES_HELP)
     predict_parser.add_argument("--format", choices=("tif", "zarr"), help="output format for a folder (default tif)")
     predict_parser.add_argument("--tile", type=int, metavar="N", help=f"tile side in pixels, at least {predict.MIN_TILE} (default 512, 1024 on GPUs)")

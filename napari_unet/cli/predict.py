@@ -90,6 +90,7 @@ def _predict_one(args: argparse.Namespace) -> int:
             progress=progress,
             measurements_path=Path(measurements).expanduser() if measurements else None,
             uncertainty_path=Path(args.uncertainty).expanduser() if args.uncertainty else None,
+            params=segmenter.instance_params(args.min_size),
         )
     shape = "x".join(str(s) for s in planes.label_shape)
     found = f"{objects} objects in {shape}" if objects is not None else f"semantic labels of {shape}"
@@ -133,6 +134,7 @@ def _predict_many(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         workers=args.workers,
         measurements=bool(args.measurements),
+        min_size=args.min_size,
     )
     failed = [r for r in results if not r.ok]
     for r in failed:
@@ -155,6 +157,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """
     if args.workers is not None and args.workers < 1:
         raise UserInputError("--workers must be at least 1")
+    if args.min_size is not None and args.min_size < 0:
+        raise UserInputError("--min-size must be 0 or more pixels")
     if args.tile is not None and args.tile < MIN_TILE:
         # Tiles overlap by 64 pixels; smaller tiles would be all overlap.
         raise UserInputError(f"--tile must be at least {MIN_TILE} pixels")

@@ -112,16 +112,19 @@ class Segmenter:
             self.model.to(self.device)
         return self
 
-    def instance_params(self):
+    def instance_params(self, min_size: int | None = None):
         """The default post-processing for this model: :class:`~napari_unet.core.postprocess.InstanceParams`.
 
         Its minimum object size is raised to :attr:`min_object_size` when the
         model was trained on objects painted whole
-        (:func:`~napari_unet.core.implied.whole_object_min_size`).
+        (:func:`~napari_unet.core.implied.whole_object_min_size`);
+        ``min_size``, when given, replaces it (the user's own choice).
         """
         from napari_unet.core.postprocess import InstanceParams
 
         params = InstanceParams()
+        if min_size is not None:
+            return replace(params, min_size=int(min_size))
         if self.min_object_size is not None and self.min_object_size > params.min_size:
             params = replace(params, min_size=self.min_object_size)
         return params

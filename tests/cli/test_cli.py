@@ -665,3 +665,12 @@ def test_train_with_whole_objects_keeps_their_size_rule_in_the_model(files, tmp_
     assert main(["predict", str(files["image"]), "-m", str(model), "-o", str(tmp_path / "s.tif"), "--instances", str(out)]) == 0
     sizes = np.bincount(tifffile.imread(out).ravel())[1:]
     assert sizes[sizes > 0].min(initial=size) >= size
+    # --min-size overrides the model's size, for one file and for a folder alike.
+    kept = tmp_path / "kept.tif"
+    assert main(["predict", str(files["image"]), "-m", str(model), "-o", str(tmp_path / "s2.tif"), "--instances", str(kept), "--min-size", "0"]) == 0
+    assert tifffile.imread(kept).max() >= tifffile.imread(out).max()
+    folder = tmp_path / "folder"
+    assert main(["predict", str(files["image"]), "-m", str(model), "-o", str(folder), "--instances", "--min-size", "0"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(next(folder.glob("*_instances.tif"))), tifffile.imread(kept))
+    assert main(["predict", str(files["image"]), "-m", str(model), "-o", str(tmp_path / "s3.tif"), "--min-size", "-1"]) == 1
+    assert "--min-size must be 0 or more" in capsys.readouterr().err
