@@ -169,7 +169,8 @@ def whole_objects_hint(annotations: list, option: str) -> str | None:
     return (
         f"{count} painted objects look painted whole, outline included: if they are, turn on {option} "
         "so that training takes the pixels just outside them as background and learns where objects end "
-        "(sharper outlines, fewer merged neighbours); leave it off if you painted inside the objects."
+        "(sharper outlines, fewer merged neighbours) and drops specks far smaller than the painted objects; "
+        "leave it off if you painted inside the objects."
     )
 
 
