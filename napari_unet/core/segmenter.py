@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from napari_unet.core.normalize import Normalization, apply_range, fit_normaliza
 from napari_unet.core.samples import annotations_to_targets, check_annotations
 from napari_unet.core.training import TrainConfig, TrainProgress, train_model
 from napari_unet.errors import ModelFileError, UserInputError
+
+if TYPE_CHECKING:
+    from napari_unet.core.postprocess import InstanceParams
 
 
 def as_channels_first(image, ndim: int = 2):
@@ -112,7 +115,7 @@ class Segmenter:
             self.model.to(self.device)
         return self
 
-    def instance_params(self, min_size: int | None = None):
+    def instance_params(self, min_size: int | None = None) -> InstanceParams:
         """The default post-processing for this model: :class:`~napari_unet.core.postprocess.InstanceParams`.
 
         Its minimum object size is raised to :attr:`min_object_size` when the
