@@ -45,6 +45,7 @@ from napari_unet.core.jobs import (
 )
 from napari_unet.core.live import StrokeFeed
 from napari_unet.core.model import default_config
+from napari_unet.core.postprocess import InstanceParams
 from napari_unet.core.segmenter import Segmenter, channel_mismatch
 from napari_unet.core.stack import StackProgress
 from napari_unet.core.training import TrainProgress
@@ -120,6 +121,7 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
         self._postprocess_again = False
         self._predicted: dict[str, set] = {}  # image name -> plane indices predicted with this model and parameters
         self._warned: set[str] = set()
+        self._size_set: int | None = None  # the Min size last set from a model (suggest_min_size)
         self.closing = False
 
     # -- state ---------------------------------------------------------------------
@@ -295,11 +297,24 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
         self.events.model_changed.emit()
 
     def suggest_min_size(self) -> None:
-        """Raise "Min size" to the model's own minimum object size, learned from objects painted whole (:attr:`Segmenter.min_object_size`)."""
+        """Set "Min size" from the model: raised to the size it learned from objects painted whole, back to the default after.
+
+        A model trained on objects painted whole (:attr:`Segmenter.min_object_size`)
+        raises Min size to its own size. A later model without one puts
+        back the default, but only while Min size still holds the size set
+        here: a value the user chose stays.
+        """
         size = self.segmenter.min_object_size
-        if size is not None and size > self.options.instance_params.min_size:
+        current = self.options.instance_params.min_size
+        if size is not None and size > current:
+            self._size_set = size
             self.events.min_size_suggested.emit(size)
             self.notify("info", f'"Objects are painted whole": {self.segmenter.min_object_note()}. Min size is now {size} px.')
+        elif size is None and self._size_set is not None and current == self._size_set:
+            self._size_set = None
+            default = InstanceParams.min_size
+            self.events.min_size_suggested.emit(default)
+            self.notify("info", f"This model was trained without objects painted whole: Min size is back to {default} px.")
 
     def _weights_changed(self) -> None:
         """New weights: cached probabilities and the record of predicted planes are stale."""
@@ -314,6 +329,7 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
             self.notify("warning", "Training is running: stop it before resetting the model.")
             return
         self._set_segmenter(Segmenter(device=self.segmenter.device))
+        self.suggest_min_size()
 
     def _prepare_model(self, found: TrainingSet) -> None:
         """Create the fresh model (with the chosen size) or move the current one to the chosen device."""

@@ -152,6 +152,11 @@ def test_objects_painted_whole_raise_the_min_size(loop) -> None:
     sample, viewer, session, heard, messages = loop
     sizes = []
     session.events.min_size_suggested.connect(sizes.append)
+
+    def set_min_size(size: int) -> None:  # what the widget's Min size does with the event
+        session.settings = replace(session.settings, instance_params=replace(session.settings.instance_params, min_size=size))
+
+    session.events.min_size_suggested.connect(set_min_size)
     annotations = session.new_annotations()
     session.settings = replace(session.settings, annotations=annotations.name, steps=2, auto_predict=False, whole_objects=True)
     whole = np.where(sample.instances > 0, 2, 0).astype(np.uint8)
@@ -160,12 +165,20 @@ def test_objects_painted_whole_raise_the_min_size(loop) -> None:
     annotations.data = whole
     assert session.train()
     size = session.segmenter.min_object_size
-    assert size is not None and sizes == [size] and size > session.settings.instance_params.min_size
+    assert size is not None and size > 16 and sizes == [size] and session.settings.instance_params.min_size == size
     said = [m for m in messages if f"Min size is now {size} px" in m[1]]
     assert len(said) == 1 and said[0][0] == "info", messages
     session.settings = replace(session.settings, whole_objects=False)
     assert session.train()
-    assert session.segmenter.min_object_size is None and sizes == [size]  # the option off: no size rule
+    # The option off: no size rule, and Min size goes back to the default it was raised from.
+    assert session.segmenter.min_object_size is None and sizes == [size, 16]
+    assert any("Min size is back to 16 px" in m[1] for m in messages)
+    # A Min size the user chose stays.
+    session.settings = replace(session.settings, whole_objects=True)
+    assert session.train() and sizes == [size, 16, size]
+    set_min_size(50)
+    session.reset_model()
+    assert sizes == [size, 16, size] and session.settings.instance_params.min_size == 50
 
 
 def test_a_dropped_whole_objects_option_is_said(loop, monkeypatch) -> None:
