@@ -95,8 +95,9 @@ def _unet(case: Case, budget: float, seed: int, whole: bool):
 
 def run_case(case: Case, budget: float, seed: int) -> dict:
     """Every method's F1 on one image."""
-    from napari_unet.core.implied import MIN_OBJECT_SHARE
+    from napari_unet.core.implied import MIN_OBJECT_SHARE, painted_object_area
     from napari_unet.core.postprocess import InstanceParams, instances_from_semantic
+    from napari_unet.core.samples import annotations_to_targets
     from napari_unet.eval.baselines import random_forest
 
     out: dict = {}
@@ -109,7 +110,7 @@ def run_case(case: Case, budget: float, seed: int) -> dict:
     out["min size"] = own.min_size
     out["whole, 16 px"] = _f1(case, semantic, instances_from_semantic(semantic, InstanceParams()))
     out[f"whole, {MIN_OBJECT_SHARE:g} (default)"] = _f1(case, semantic, instances_from_semantic(semantic, own))
-    area = own.min_size / MIN_OBJECT_SHARE  # the painted objects' median area, as the model took it
+    area = painted_object_area([annotations_to_targets(case.annotations["whole"])])
     for share in OTHER_SHARES:
         params = replace(own, min_size=max(InstanceParams.min_size, int(round(share * area))))
         out[f"whole, {share:g}"] = _f1(case, semantic, instances_from_semantic(semantic, params))
