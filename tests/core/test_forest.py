@@ -6,7 +6,7 @@ import torch
 from sklearn.ensemble import RandomForestClassifier
 
 from napari_unet.core.autocontext import _folds, add_forest_inputs, image_features
-from napari_unet.core.forest import Forest, fit_forest, pack_forest
+from napari_unet.core.forest import MAX_SAMPLES, MIN_SAMPLES, Forest, fit_forest, pack_forest, samples_per_tree
 from napari_unet.core.model import UNet, UNetConfig, default_config
 
 
@@ -106,3 +106,32 @@ def test_folds_keep_blocks_together_and_use_every_fold():
     folds = _folds(target, np.random.default_rng(0))
     assert set(np.unique(folds)) == {0, 1, 2}
     assert len(np.unique(folds[:32, :32])) == 1
+
+
+def test_trees_draw_a_fifth_of_the_painted_pixels_within_bounds():
+    # Few strokes: all of them (a bootstrap of n), then the floor, a fifth, the cap.
+    assert samples_per_tree(500) == 500
+    assert samples_per_tree(9_000) == MIN_SAMPLES
+    assert samples_per_tree(30_000) == 6_000
+    assert samples_per_tree(49_152) == 9_830
+    assert samples_per_tree(131_072) == MAX_SAMPLES
+    assert samples_per_tree(4_000_000) == MAX_SAMPLES
+
+
+def test_a_fit_draws_that_many_pixels_per_tree(monkeypatch):
+    from sklearn import ensemble
+
+    drawn = []
+    original = ensemble.RandomForestClassifier.fit
+
+    def spy(self, x, y, *args, **kwargs):
+        drawn.append(self.max_samples)
+        return original(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(ensemble.RandomForestClassifier, "fit", spy)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30_000, 3)).astype(np.float32)
+    fit_forest(x, (x[:, 0] > 0).astype(int), 2, seed=0, n_trees=2)
+    fit_forest(x[:800], (x[:800, 0] > 0).astype(int), 2, seed=0, n_trees=2)
+    # None: scikit-learn's bootstrap of all n pixels.
+    assert drawn == [6_000, None]
