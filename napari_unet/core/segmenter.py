@@ -10,24 +10,22 @@ import os
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from napari_unet.core.checkpoint import load_checkpoint, save_checkpoint
 from napari_unet.core.device import describe_device, resolve_device
-from napari_unet.core.implied import whole_object_min_size
+from napari_unet.core.implied import MIN_OBJECT_SHARE, whole_object_min_size
 from napari_unet.core.inference import TileProgress, default_tiling, iter_predict_tiled
 from napari_unet.core.live import StrokeFeed
 from napari_unet.core.model import UNet, UNetConfig, channel_mismatch, default_config, model_ndim
 from napari_unet.core.normalize import Normalization, apply_range, fit_normalization, image_range
+from napari_unet.core.postprocess import InstanceParams
 from napari_unet.core.samples import annotations_to_targets, check_annotations
 from napari_unet.core.training import TrainConfig, TrainProgress, train_model
 from napari_unet.errors import ModelFileError, UserInputError
-
-if TYPE_CHECKING:
-    from napari_unet.core.postprocess import InstanceParams
 
 
 def as_channels_first(image, ndim: int = 2):
@@ -123,8 +121,6 @@ class Segmenter:
         (:func:`~napari_unet.core.implied.whole_object_min_size`);
         ``min_size``, when given, replaces it (the user's own choice).
         """
-        from napari_unet.core.postprocess import InstanceParams
-
         params = InstanceParams()
         if min_size is not None:
             return replace(params, min_size=int(min_size))
@@ -136,8 +132,6 @@ class Segmenter:
         """What :attr:`min_object_size` does, in words (None when the model has none)."""
         if self.min_object_size is None:
             return None
-        from napari_unet.core.implied import MIN_OBJECT_SHARE
-
         return (
             f"instances drop objects under {self.min_object_size} px "
             f"({MIN_OBJECT_SHARE:g} of the median area of the objects painted whole); the model file keeps this size"
