@@ -72,14 +72,24 @@ def test_touching_discs_in_open_background_are_still_split():
     assert split_instances(binary, split_strength=0.5).max() == 2
 
 
-def test_merge_at_ridges_keeps_a_neck_and_merges_a_ridge():
-    from napari_unet.core.postprocess import merge_at_ridges
+def test_tiled_cells_joined_through_a_membrane_gap_are_two_objects():
+    """A gap in a predicted membrane joins two cells by a thin bridge; the cores keep them apart."""
+    from napari_unet.core.postprocess import core_seeds, is_tiled
 
-    distance = np.array([[3.0, 2.0, 1.0, 2.0, 3.0, 2.9, 3.0]])
-    regions = np.array([[1, 1, 1, 2, 2, 3, 3]])
-    merged = merge_at_ridges(regions, distance, ratio=0.8)
-    assert merged[0, 0] != merged[0, 4]  # saddle 1.0 of peaks 3: a neck
-    assert merged[0, 4] == merged[0, 6]  # saddle 2.9 of peaks 3: one ridge
+    mask = _cells_between_membranes()
+    mask[40:44, 80:82] = True  # a 4-px gap in the vertical membrane between two cells
+    assert label_count(mask) == label_count(_cells_between_membranes()) - 1
+    assert is_tiled(mask, 14.0)
+    assert core_seeds(mask).max() == label_count(_cells_between_membranes())
+    inst = split_instances(mask, split_strength=0.5)
+    assert inst.max() == label_count(_cells_between_membranes())
+    assert inst[42, 70] != inst[42, 90]
+
+
+def label_count(mask: np.ndarray) -> int:
+    from skimage.measure import label
+
+    return int(label(mask, connectivity=1).max())
 
 
 def test_3d_fragments_far_below_the_objects_size_are_dropped():
