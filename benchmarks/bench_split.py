@@ -86,6 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         "standard watershed": standard_watershed,
         "napari-unet split": lambda m: split_instances(m, params.split_strength, params.min_size),
     }
+
+    def scores_of(mask: np.ndarray, truth: np.ndarray, region: tuple) -> dict[str, float]:
+        """Instance F1 of each method's split of ``mask`` where the suite scores."""
+        return {name: instance_f1(fn(mask)[region], truth[region]).f1 for name, fn in methods.items()}
+
+    def means(groups: dict) -> list[list]:
+        """One row per group: its key, its number of cases and each method's mean F1."""
+        return [[*(key if isinstance(key, tuple) else (key,)), len(s), *(round(float(np.mean([x[m] for x in s])), 3) for m in methods)] for key, s in groups.items()]
+
     rows, per_kind = [], {}
     for kind in kinds:
         for seed in seeds:
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             region = scored_region(case)
             mask = case.truth > 0
-            scores = {name: instance_f1(fn(mask)[region], case.truth[region]).f1 for name, fn in methods.items()}
+            scores = scores_of(mask, case.truth, region)
             per_kind.setdefault(kind, []).append(scores)
             rows.append([kind, seed, *(round(v, 3) for v in scores.values())])
             print(f"{kind:14s} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
@@ -111,17 +120,14 @@ def main(argv: list[str] | None = None) -> int:
             for mode, strokes in case.annotations.items():
                 region = scored_region(case, mode)
                 semantic, _ = random_forest(case.image.astype(np.float32), strokes, seed=seed)
-                mask = semantic > 0
-                scores = {name: instance_f1(fn(mask)[region], case.truth[region]).f1 for name, fn in methods.items()}
+                scores = scores_of(semantic > 0, case.truth, region)
                 per_mode.setdefault((kind, mode), []).append(scores)
                 predicted_rows.append([kind, mode, seed, *(round(v, 3) for v in scores.values())])
                 print(f"{kind:14s} {mode:6s} seed {seed} (forest's foreground): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
-    predicted = [[kind, mode, len(s), *(round(float(np.mean([x[m] for x in s])), 3) for m in methods)] for (kind, mode), s in per_mode.items()]
     columns = ["kind", "seed", *methods]
-    summary = [[kind, len(s), *(round(float(np.mean([x[m] for x in s])), 3) for m in methods)] for kind, s in per_kind.items()]
     tables = [
-        table("Instance F1@0.5 of each split on the true foreground (mean over seeds)", ["kind", "seeds", *methods], summary),
-        table("Instance F1@0.5 of each split on a random forest's foreground, cells tiling the image (mean over seeds)", ["kind", "strokes", "seeds", *methods], predicted),
+        table("Instance F1@0.5 of each split on the true foreground (mean over seeds)", ["kind", "seeds", *methods], means(per_kind)),
+        table("Instance F1@0.5 of each split on a random forest's foreground, cells tiling the image (mean over seeds)", ["kind", "strokes", "seeds", *methods], means(per_mode)),
         table("Every case", columns, rows),
         table("Every case, forest's foreground", ["kind", "strokes", "seed", *methods], predicted_rows),
     ]
