@@ -88,11 +88,11 @@ def test_accuracy_quick(quick_run):
     records = data["records"]
     expected = {(k, m) for k in ("nuclei", "rgb") for m in ("full", "sparse")} | {("nuclei", "whole")}
     assert {(r["kind"], r["mode"]) for r in records} == expected
-    assert data["budgets_s"] == [2.0, 4.0]
+    assert data["budgets_s"] == [2.0, 4.0] and data["steps_per_second"] == 2.0
     for r in records:
         for key in ("forest", "unet_2s", "unet_4s"):
             assert 0.0 <= r[key]["headline"] <= 1.0
-        assert r["unet_4s"]["steps"] >= 1
+        assert r["unet_4s"]["steps"] == 8  # step budgets in quick runs, whatever the machine's speed
         assert (r["otsu"] is None) == (r["kind"] == "rgb")
     assert {t["met"] for t in data["targets"]} <= {True, False}
 
@@ -160,7 +160,8 @@ def test_live_strokes_quick(quick_run):
     data = _load(quick_run, "live_strokes")
     (record,) = data["records"]
     assert record["corrections"] >= 1 and 0.0 <= record["live"] <= 1.0 and 0.0 <= record["restart"] <= 1.0
-    assert record["latency_max_s"] >= 0.0 and record["live_steps"] >= 1 and record["restart_steps"] >= 1
+    # A wall-time run: on a slow machine no step may follow the last correction (no latency: NaN).
+    assert not record["latency_max_s"] < 0.0 and record["live_steps"] >= 1 and record["restart_steps"] >= 1
     assert [t["met"] for t in data["targets"]] and all(isinstance(t["met"], bool) for t in data["targets"])
     assert (quick_run[0] / "live_strokes.png").is_file()
 

@@ -175,7 +175,7 @@ class PredictionPanel(QGroupBox):
         self.split_strength.setRange(0.0, 1.0)
         self.split_strength.setSingleStep(0.05)
         self.split_strength.setValue(defaults.split_strength)
-        self.split_strength.setToolTip("0 keeps touching objects together; towards 1 they are split more readily. Cells that tile the image (membranes, EM) are parted at their cores at any value above 0.")
+        self.split_strength.setToolTip("0 keeps touching objects together; towards 1 they are split more readily. Cells that tile the image (membranes, EM: judged on the forest's answer when the model trains) are parted at their cores at any value above 0.")
         form.addRow("Threshold", self.threshold)
         form.addRow("Min size", self.min_size)
         form.addRow("Split", self.split_strength)

@@ -161,6 +161,8 @@ def _extras_problem(data: dict) -> str | None:
     min_size = data.get("min_object_size")
     if min_size is not None and not (_is_int(min_size) and 0 <= min_size <= MAX_MIN_OBJECT_SIZE):
         return f"its minimum object size {min_size!r} is not a whole number of pixels from 0 to {MAX_MIN_OBJECT_SIZE}"
+    if not isinstance(data.get("tiled", False), bool):
+        return "its 'objects tile the image' flag is not true or false"
     history = data.get("history", [])
     if not isinstance(history, list):
         return "its training history is not a list"

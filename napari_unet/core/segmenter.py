@@ -85,6 +85,8 @@ class Segmenter:
         self.history: list[dict] = []
         #: Smallest object the instances keep, learned from objects painted whole (None: the default).
         self.min_object_size: int | None = None
+        #: The objects tile the image (the forest's answer on the training images; see InstanceParams.tiled).
+        self.tiled = False
         self._loaded = False  # weights came from a file (a loaded model may have no history)
 
     # -- state ---------------------------------------------------------------
@@ -104,6 +106,7 @@ class Segmenter:
         self.config = None
         self.history = []
         self.min_object_size = None
+        self.tiled = False
         self._loaded = False
 
     def to(self, device: str | torch.device) -> Segmenter:
@@ -119,9 +122,11 @@ class Segmenter:
         Its minimum object size is raised to :attr:`min_object_size` when the
         model was trained on objects painted whole
         (:func:`~napari_unet.core.implied.whole_object_min_size`);
-        ``min_size``, when given, replaces it (the user's own choice).
+        ``min_size``, when given, replaces it (the user's own choice). A
+        model whose objects tile the image (:attr:`tiled`) seeds every
+        mask by its cores.
         """
-        params = InstanceParams()
+        params = InstanceParams(tiled=self.tiled)
         if min_size is not None:
             return replace(params, min_size=int(min_size))
         if self.min_object_size is not None and self.min_object_size > params.min_size:
@@ -136,6 +141,12 @@ class Segmenter:
             f"instances drop objects under {self.min_object_size} px "
             f"({MIN_OBJECT_SHARE:g} of the median area of the objects painted whole); the model file keeps this size"
         )
+
+    def tiled_note(self) -> str | None:
+        """What :attr:`tiled` does, in words (None when the model's objects do not tile the image)."""
+        if not self.tiled:
+            return None
+        return "the objects tile the image (cells between membranes, in the forest's answer on the training images): instances are seeded by each cell's core"
 
     def names(self) -> list[str]:
         """Class names, defaulting to background, class 1, class 2, ..."""
@@ -232,6 +243,7 @@ class Segmenter:
             if progress.strokes:
                 entry["strokes"] = progress.strokes  # a plot marks where strokes painted during the run came in
             self.history.append(entry)
+            self.tiled = progress.tiled
             yield progress
 
     def fit(self, images, annotations, config: TrainConfig | None = None, ndim: int = 2) -> TrainProgress:
@@ -388,6 +400,7 @@ class Segmenter:
                 "class_names": self.names(),
                 "history": list(self.history),
                 **({"min_object_size": self.min_object_size} if self.min_object_size is not None else {}),
+                **({"tiled": True} if self.tiled else {}),
             },
         )
 
@@ -412,5 +425,6 @@ class Segmenter:
         seg.normalization = Normalization.from_dict(data["normalization"])
         seg.history = list(data.get("history", []))
         seg.min_object_size = data.get("min_object_size")
+        seg.tiled = bool(data.get("tiled", False))
         seg._loaded = True
         return seg

@@ -24,6 +24,7 @@ from napari_unet.core.autocontext import add_forest_inputs, forest_probabilities
 from napari_unet.core.implied import implied_background, rings_cut_objects
 from napari_unet.core.live import RECENT_SHARE, RECENT_STEPS, StrokeFeed, StrokeUpdate, apply_update
 from napari_unet.core.model import NetInputs
+from napari_unet.core.postprocess import objects_tile
 from napari_unet.core.samples import IGNORE, LabelledImage, PatchSampler, class_weights, prepare, validation_patches
 from napari_unet.errors import UserInputError
 
@@ -134,7 +135,11 @@ class TrainProgress:
     ``rings_dropped`` is True when ``whole_objects`` was asked for but the
     forest trained with the implied rings cut objects apart, so the run
     trained on the strokes as painted
-    (:func:`~napari_unet.core.implied.rings_cut_objects`).
+    (:func:`~napari_unet.core.implied.rings_cut_objects`). ``tiled`` says
+    whether the forest's answer on the training images has objects that
+    tile the image (cells between membranes,
+    :func:`~napari_unet.core.postprocess.objects_tile`): the model's
+    instances are then always seeded by the mask's cores.
     """
 
     step: int
@@ -152,6 +157,7 @@ class TrainProgress:
     stroke_latency: float | None = None
     fresh_wait: int = 0
     rings_dropped: bool = False
+    tiled: bool = False
 
     def rings_note(self) -> str | None:
         """Why the whole-objects option was dropped, after the front-end's name for it (None when it was not)."""
@@ -327,6 +333,8 @@ def train_model(
             targets, rings_dropped = plain_targets, True
             with_forest = add_forest_inputs(model, images, feats, targets, device, config.seed)
         images = with_forest
+    # Decided once on the forest's answer, not on each prediction (see objects_tile).
+    tiled = forest and objects_tile([image[channels:] for image in images])
     del feats
     data = prepare(images, targets, config.patch_size, config.val_fraction, rng)
     sampler = PatchSampler(data, config.patch_size, config.batch_size, config.augment, rng, channels)
@@ -445,11 +453,13 @@ def train_model(
         from before a correction, and the U-Net has to learn to overrule
         it from a few dozen steps.
         """
+        nonlocal tiled
         base = [item.image[:channels] for item in data]
         labels = [item.train_target if item.val_target is None else np.where(item.val_target >= 0, item.val_target, item.train_target) for item in data]
         feats = [image_features(model, image, device) for image in base]
         for item, image in zip(data, add_forest_inputs(model, base, feats, labels, device, config.seed)):
             item.image = image
+        tiled = objects_tile([item.image[channels:] for item in data])
 
     def validation_batch() -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The fixed validation batch, made again after held-out strokes or forest inputs changed."""
@@ -517,7 +527,7 @@ def train_model(
             elapsed = time.perf_counter() - start
             fraction = _budget_fraction(config, step, elapsed)
             time_left = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0), strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped)
+            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0), strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped, tiled=tiled)
         if val_x is not None and step % config.val_every != 0 and step > 0 and step >= settled:
             val_loss, val_iou = validate()
             if may_replace(val_loss):
@@ -525,7 +535,7 @@ def train_model(
                 best_state = _copy_state(model)
         elapsed = time.perf_counter() - start
         last_loss = ema if ema is not None else float("nan")
-        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped, strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped)
+        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped, strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped, tiled=tiled)
     finally:
         # Runs on normal end, on stop, and when the caller closes the
         # generator: the model always ends with the best weights seen.

@@ -122,6 +122,7 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
         self._predicted: dict[str, set] = {}  # image name -> plane indices predicted with this model and parameters
         self._warned: set[str] = set()
         self._size_set: int | None = None  # the Min size last set from a model (suggest_min_size)
+        self._tiled_said = False  # the model's Segmenter.tiled last told the user (after training)
         self.closing = False
 
     # -- state ---------------------------------------------------------------------
@@ -296,6 +297,10 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
         self._weights_changed()
         self.events.model_changed.emit()
 
+    def instance_params(self) -> InstanceParams:
+        """The panel's post-processing parameters, with what the model knows of its objects (:attr:`Segmenter.tiled`)."""
+        return dataclasses.replace(self.options.instance_params, tiled=self.segmenter.tiled)
+
     def suggest_min_size(self) -> None:
         """Set "Min size" from the model: raised to the size it learned from objects painted whole, back to the default after.
 
@@ -445,6 +450,9 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
         last = self.last_progress
         trained = not self.training_failed and last is not None
         if trained:
+            if self.segmenter.tiled != self._tiled_said:
+                self._tiled_said = self.segmenter.tiled
+                self.notify("info", f"Split: {self.segmenter.tiled_note() or 'the objects do not tile the image: instances are seeded by their own size'}.")
             self._weights_changed()
             if last.stopped:
                 self.notify("info", f"Training stopped at step {last.step}; {last.kept()}.")
@@ -530,7 +538,7 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
             self.notify("error", str(exc))
             return
         # The job gets the lazy planes: a dask/zarr/multiscale image is read plane by plane, never copied whole.
-        params = self.options.instance_params
+        params = self.instance_params()
         whole = request.whole and len(planes) > 1
         handlers = Handlers(yielded=self._on_predict_progress, returned=self._on_predicted, errored=self._on_predict_error, finished=self._on_predict_finished)
         self._predict_job = (target, planes)
@@ -584,7 +592,7 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
             self.show_suggestions(result.suggestions)
             self.evaluate_prediction(target, planes, result)
         self.events.prediction_finished.emit()
-        if result.params != self.options.instance_params:
+        if result.params != self.instance_params():
             self.start_postprocess()  # the parameters changed while the network ran
 
     def _on_previewed(self, result: Preview | None) -> None:
@@ -638,7 +646,7 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
         handlers = Handlers(
             returned=lambda result: self._on_postprocessed(cached, result), errored=self._on_postprocess_error, finished=self._on_postprocess_finished
         )
-        self.runner.start("postprocess", repostprocess, cached.prediction, self.options.instance_params, cached.planes, self.segmenter.names(), cached.target.scale, handlers=handlers)
+        self.runner.start("postprocess", repostprocess, cached.prediction, self.instance_params(), cached.planes, self.segmenter.names(), cached.target.scale, handlers=handlers)
 
     def _on_postprocessed(self, cached: Cached, result: Prediction) -> None:
         if self.closing:

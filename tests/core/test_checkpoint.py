@@ -46,6 +46,28 @@ def test_the_minimum_object_size_learned_from_objects_painted_whole_is_kept(trai
     assert sizes.size == 0 or sizes.min() >= 40
 
 
+def test_a_model_whose_objects_tile_keeps_that_in_its_file(tmp_path):
+    """Cells between membranes: the forest's answer on the training image says the objects tile; the file keeps it."""
+    from tests.helpers import blobs_image
+
+    rng = np.random.default_rng(0)
+    cells = np.ones((96, 128), bool)
+    cells[::24] = cells[1::24] = cells[2::24] = False
+    cells[:, ::32] = cells[:, 1::32] = cells[:, 2::32] = False
+    image = (np.where(cells, 0.8, 0.1) + rng.normal(0, 0.05, cells.shape)).astype(np.float32)
+    ann = np.zeros(cells.shape, np.uint8)
+    ann[:, :64] = np.where(cells[:, :64], 2, 1)
+    seg = Segmenter(device="cpu")  # the default model: a forest's first answer, then the U-Net
+    last = seg.fit(image, ann, TrainConfig(steps=2, patch_size=32, batch_size=2, seed=0))
+    assert last.tiled and seg.tiled and seg.instance_params().tiled and "tile the image" in seg.tiled_note()
+    loaded = Segmenter.load(seg.save(tmp_path / "cells.pt"), device="cpu")
+    assert loaded.tiled and loaded.instance_params(min_size=30).tiled
+    blobs, _, blob_ann = blobs_image()
+    nuclei = Segmenter(device="cpu")
+    nuclei.fit(blobs, blob_ann, TrainConfig(steps=2, patch_size=32, batch_size=2, seed=0))
+    assert not nuclei.tiled and nuclei.tiled_note() is None and not Segmenter.load(nuclei.save(tmp_path / "nuclei.pt"), device="cpu").tiled
+
+
 def test_training_resumes_from_a_file(trained_segmenter, tmp_path):
     seg, image, ann = trained_segmenter
     loaded = Segmenter.load(seg.save(tmp_path / "m.pt"), device="cpu")
@@ -145,6 +167,7 @@ def _set_in(key, field, value):
         (_set("history", [{"run": "zero", "step": 1}]), "history"),
         (_set("min_object_size", "30"), "minimum object size '30'"),
         (_set("min_object_size", -1), "minimum object size -1"),
+        (_set("tiled", 1), "flag is not true or false"),
     ],
 )
 def test_malformed_model_files_are_refused_naming_the_file(tmp_path, trained_segmenter, change, message):

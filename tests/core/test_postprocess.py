@@ -144,3 +144,46 @@ def test_label_maxima_and_local_maxima_agree_with_scipy_and_scikit_image():
     ours = local_maxima(distance, 3) & (labels > 0)
     kept = np.unique(labels[ours])
     assert np.array_equal(ours & np.isin(labels, kept), peaks & np.isin(labels, kept))
+
+
+def _beaded_cells() -> np.ndarray:
+    """Cells as rows of three overlapping beads (EM cells are not convex), parted by thick membranes."""
+    from skimage.draw import disk
+
+    mask = np.zeros((120, 200), bool)
+    for cy in (20, 60, 100):
+        for x0 in (10, 110):
+            mask[cy - 8 : cy + 9, x0 : x0 + 80] = True
+            for cx in (x0 + 12, x0 + 40, x0 + 68):
+                mask[disk((cy, cx), 12, shape=mask.shape)] = True
+    return mask
+
+
+def test_objects_known_to_tile_are_seeded_by_cores_whatever_the_mask_reads():
+    """A correction that thickens membranes makes a mask read as blobs; a model that knows its objects tile keeps the cells whole."""
+    from skimage.measure import label
+
+    from napari_unet.core.postprocess import distance_and_radius, is_tiled
+
+    mask = _beaded_cells()
+    cells = label(mask, connectivity=1)
+    _, radius = distance_and_radius(mask, cells, 16)
+    assert not is_tiled(mask, radius)
+    assert split_instances(mask, 0.5, 16).max() > cells.max()  # radius seeds cut each cell at its beads
+    assert split_instances(mask, 0.5, 16, tiled=True).max() == cells.max()
+    probs = np.stack([~mask, mask]).astype(np.float32)
+    assert postprocess(probs, InstanceParams(tiled=True))[1].max() == cells.max()
+    assert split_instances(mask, 0.0, 16, tiled=True).max() == cells.max()  # strength 0: components, as always
+
+
+def test_objects_tile_votes_by_image_size():
+    from napari_unet.core.postprocess import objects_tile
+
+    def probs(mask):
+        return np.stack([~mask, mask]).astype(np.float32)
+
+    tiled, (discs, _) = _cells_between_membranes(), touching_discs()
+    assert objects_tile([probs(tiled)]) and not objects_tile([probs(discs)])
+    assert not objects_tile([probs(np.zeros((40, 40), bool))])
+    # Most pixels belong to the tiled image: the objects tile.
+    assert tiled.size > discs.size and objects_tile([probs(tiled), probs(discs)])

@@ -90,6 +90,13 @@ def test_paint_train_predict_correct_retrain_export_without_qt(loop, tmp_path) -
     session.settings = replace(session.settings, instance_params=InstanceParams())
     session.start_postprocess()
     assert instances.data.max() >= 3
+    # A model that learned its objects tile the image (cells between membranes) seeds them by their cores.
+    assert not session.instance_params().tiled and not session.last_prediction.prediction.params.tiled
+    session.segmenter.tiled = True
+    count = heard.count("postprocess_finished")
+    session.start_postprocess()
+    assert session.last_prediction.prediction.params.tiled and heard.count("postprocess_finished") == count + 1
+    session.segmenter.tiled = False
 
     # Correct: paint the truth where the prediction is wrong, retrain from the current weights.
     wrong = (semantic.data > 0) != (sample.semantic > 0)
