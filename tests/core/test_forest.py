@@ -110,8 +110,10 @@ def test_folds_keep_blocks_together_and_use_every_fold():
 
 def test_trees_draw_a_fifth_of_the_painted_pixels_within_bounds():
     # Few strokes: all of them (a bootstrap of n), then the floor, a fifth, the cap.
-    assert samples_per_tree(500) == 500
-    assert samples_per_tree(9_000) == MIN_SAMPLES
+    assert samples_per_tree(150) == 150
+    assert samples_per_tree(500) == MIN_SAMPLES
+    assert samples_per_tree(1_200) == 240  # sparse strokes: trees that differ, not all alike
+    assert samples_per_tree(9_000) == 1_800
     assert samples_per_tree(30_000) == 6_000
     assert samples_per_tree(49_152) == 9_830
     assert samples_per_tree(131_072) == MAX_SAMPLES
