@@ -135,5 +135,6 @@ def test_a_fit_draws_that_many_pixels_per_tree(monkeypatch):
     x = rng.normal(size=(30_000, 3)).astype(np.float32)
     fit_forest(x, (x[:, 0] > 0).astype(int), 2, seed=0, n_trees=2)
     fit_forest(x[:800], (x[:800, 0] > 0).astype(int), 2, seed=0, n_trees=2)
-    # None: scikit-learn's bootstrap of all n pixels.
-    assert drawn == [6_000, None]
+    fit_forest(x[:150], (x[:150, 0] > 0).astype(int), 2, seed=0, n_trees=2)
+    # None: scikit-learn's bootstrap of all n pixels (fewer than the floor).
+    assert drawn == [6_000, 200, None]

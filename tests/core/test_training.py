@@ -148,11 +148,15 @@ def test_bad_budget_and_inputs_are_refused(blobs):
 
 
 def test_a_fresh_correction_does_not_replace_the_forest_before_its_dip_is_over(blobs, monkeypatch):
-    """Held-out strokes favour a young correction here (step 10 of 12); with the wait, the forest's answer stays."""
+    """Held-out strokes favour a young correction here (step 8 of 12); with the wait, the forest's answer stays.
+
+    The scenario depends on the forest's draw: seed 5 since the floor of 200 pixels per tree
+    (with the former 2,000, seed 0 picked step 10).
+    """
     import napari_unet.core.training as training
 
     image, _, ann = blobs
-    cfg = TrainConfig(steps=12, val_fraction=0.3, val_every=2, learning_rate=1e-2, patch_size=32, batch_size=2, seed=0)
+    cfg = TrainConfig(steps=12, val_fraction=0.3, val_every=2, learning_rate=1e-2, patch_size=32, batch_size=2, seed=5)
     best = {}
     for wait in (0, 11):
         monkeypatch.setattr(training, "FRESH_CORRECTION_STEPS", wait)
