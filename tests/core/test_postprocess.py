@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from skimage.measure import label
 
 from napari_unet.core.postprocess import InstanceParams, label_maxima, local_maxima, postprocess, semantic_from_probabilities, split_instances, uncertainty_from_probabilities
 from napari_unet.eval.synthetic import touching_discs
@@ -10,9 +11,9 @@ def test_two_touching_discs_become_two_instances():
     inst = split_instances(binary, split_strength=0.5)
     assert inst.max() == 2
     # each instance mostly covers one true disc
-    for label in (1, 2):
-        overlap = np.bincount(truth[inst == label])
-        assert overlap[1:].max() / (inst == label).sum() > 0.9
+    for value in (1, 2):
+        overlap = np.bincount(truth[inst == value])
+        assert overlap[1:].max() / (inst == value).sum() > 0.9
 
 
 def test_split_strength_zero_keeps_components_whole():
@@ -51,7 +52,6 @@ def _cells_between_membranes():
 
 
 def test_cells_tiled_by_thin_membranes_are_not_cut_along_their_length():
-    from skimage.measure import label
 
     from napari_unet.core.postprocess import is_tiled
 
@@ -87,7 +87,6 @@ def test_tiled_cells_joined_through_a_membrane_gap_are_two_objects():
 
 
 def label_count(mask: np.ndarray) -> int:
-    from skimage.measure import label
 
     return int(label(mask, connectivity=1).max())
 
@@ -105,6 +104,35 @@ def test_3d_fragments_far_below_the_objects_size_are_dropped():
     assert inst.max() == 2 and inst[27, 51, 76] == 0
     flat = split_instances(mask[15], split_strength=0.5, min_size=16)  # 2D keeps the plain floor
     assert flat.max() == 2
+
+
+def _ragged_flat_nucleus(shape: tuple[int, int, int], centre: tuple[float, float, float], radii: tuple[float, float, float], seed: int) -> np.ndarray:
+    """An ellipsoid whose outline wanders by a fifth of its radii, as a predicted nucleus's does."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(float)
+    distance = np.sqrt(sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)))
+    noise = ndi.gaussian_filter(rng.normal(size=shape), 3)
+    return distance <= 1 + 0.2 * noise / noise.std()
+
+
+def test_a_ragged_flat_nucleus_in_a_stack_is_one_object_and_touching_ones_two():
+    """Z stacks space seeds wider (SEED_SPACING_3D): a nucleus 4 planes high and 12 pixels wide is not cut in two."""
+    import napari_unet.core.postprocess as pp
+
+    nucleus = label(_ragged_flat_nucleus((16, 40, 40), (8, 20, 20), (4, 12, 12), seed=16), connectivity=1) == 1
+    assert split_instances(nucleus, split_strength=0.5, min_size=16).max() == 1
+    # The 2D spacing would have cut this one: the case the 3D spacing is for.
+    assert pp.SEED_SPACING < pp.SEED_SPACING_3D
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pp, "SEED_SPACING_3D", pp.SEED_SPACING)
+        assert split_instances(nucleus, split_strength=0.5, min_size=16).max() == 2
+    # Touching nuclei as flat still get a seed each: centres 21 pixels apart, radius 12.
+    z, y, x = np.indices((16, 40, 64))
+    pair = (((z - 8) / 4) ** 2 + ((y - 20) / 12) ** 2 + ((x - 18) / 12) ** 2 <= 1) | (((z - 8) / 4) ** 2 + ((y - 20) / 12) ** 2 + ((x - 39) / 12) ** 2 <= 1)
+    inst = split_instances(pair, split_strength=0.5, min_size=16)
+    assert inst.max() == 2 and inst[8, 20, 18] != inst[8, 20, 39]
 
 
 def test_uncertainty_is_the_margin_spread_into_its_neighbourhood():
@@ -129,7 +157,6 @@ def test_uncertainty_is_the_margin_spread_into_its_neighbourhood():
 def test_label_maxima_and_local_maxima_agree_with_scipy_and_scikit_image():
     from scipy import ndimage as ndi
     from skimage.feature import peak_local_max
-    from skimage.measure import label
 
     rng = np.random.default_rng(0)
     mask = ndi.gaussian_filter(rng.random((200, 200)), 3) > 0.5
@@ -161,7 +188,6 @@ def _beaded_cells() -> np.ndarray:
 
 def test_objects_known_to_tile_are_seeded_by_cores_whatever_the_mask_reads():
     """A correction that thickens membranes makes a mask read as blobs; a model that knows its objects tile keeps the cells whole."""
-    from skimage.measure import label
 
     from napari_unet.core.postprocess import distance_and_radius, is_tiled
 
