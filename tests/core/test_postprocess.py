@@ -52,7 +52,6 @@ def _cells_between_membranes():
 
 
 def test_cells_tiled_by_thin_membranes_are_not_cut_along_their_length():
-
     from napari_unet.core.postprocess import is_tiled
 
     mask = _cells_between_membranes()
@@ -87,7 +86,6 @@ def test_tiled_cells_joined_through_a_membrane_gap_are_two_objects():
 
 
 def label_count(mask: np.ndarray) -> int:
-
     return int(label(mask, connectivity=1).max())
 
 
