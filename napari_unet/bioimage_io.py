@@ -273,6 +273,20 @@ def _thinned_history(history: Sequence[dict], limit: int = 500) -> list[dict]:
     return [{k: (None if v is None else float(v) if isinstance(v, float) else int(v)) for k, v in e.items()} for e in history]
 
 
+def _half_contrast_text(segmenter) -> str:
+    """The README's word on a step napari-unet adds after the network (empty when the model has none)."""
+    from napari_unet.core.half_contrast import PEAK_RADIUS
+
+    if not segmenter.half_contrast:
+        return ""
+    return (
+        "\n\nThis model's strokes never showed where objects end, so napari-unet also moves object pixels "
+        "whose contrast over the local background is under half of the brightest object pixel within "
+        f"{PEAK_RADIUS} pixels to background (edges at half contrast). That step is not part of these weights: "
+        "their objects reach further into the blur around bright objects."
+    )
+
+
 def _readme(name: str, segmenter, geo: Geometry, ndim: int) -> str:
     from napari_unet import DISTRIBUTION, __version__
 
@@ -313,7 +327,7 @@ Class probabilities `(batch, class, {axes})` (softmax over classes, summing to 1
 In napari-unet, a pixel is an object when the object classes' probabilities
 together reach 0.5; touching objects are then split by a watershed on the
 distance transform. Discard a border of {HALO[ndim]} pixels of each tile when
-tiling (the output's halo).
+tiling (the output's halo).{_half_contrast_text(segmenter)}
 
 ## Training
 

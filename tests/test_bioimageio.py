@@ -99,3 +99,14 @@ def test_trace_reports_a_network_that_is_right_only_at_the_traced_size():
     assert general is False
     traced, general = trace(torch.nn.Identity(), torch.rand(1, 1, 64, 64), (32, 32))
     assert general is True
+
+
+def test_the_package_readme_says_when_napari_unet_places_edges_after_the_network():
+    """Edges at half contrast are a step after the network: a package's users must know they do not get it."""
+    from napari_unet.bioimage_io import _half_contrast_text
+    from napari_unet.core.segmenter import Segmenter
+
+    segmenter = Segmenter(device="cpu")
+    assert _half_contrast_text(segmenter) == ""
+    segmenter.half_contrast = True
+    assert "not part of these weights" in _half_contrast_text(segmenter)

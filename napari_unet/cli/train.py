@@ -166,8 +166,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"note: --whole-objects {last.rings_note()}", file=sys.stderr)
     if segmenter.min_object_size is not None:
         print(f"note: --whole-objects: {segmenter.min_object_note()}", file=sys.stderr)
-    if segmenter.tiled_note():
-        print(f"note: {segmenter.tiled_note()}", file=sys.stderr)
+    for note in (segmenter.tiled_note(), segmenter.half_contrast_note()):
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     best = f"; {last.kept()}"
     val = f", validation IoU {last.val_iou:.3f}" if last.val_iou is not None else ""
     what = f" on {len(images)} {'volume' if ndim == 3 else 'plane'}{'s' if len(images) != 1 else ''}" if len(images) > 1 or len(args.files) > 2 else ""

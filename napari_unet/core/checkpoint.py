@@ -163,6 +163,8 @@ def _extras_problem(data: dict) -> str | None:
         return f"its minimum object size {min_size!r} is not a whole number of pixels from 0 to {MAX_MIN_OBJECT_SIZE}"
     if not isinstance(data.get("tiled", False), bool):
         return "its 'objects tile the image' flag is not true or false"
+    if not isinstance(data.get("half_contrast", False), bool):
+        return "its 'edges at half contrast' flag is not true or false"
     history = data.get("history", [])
     if not isinstance(history, list):
         return "its training history is not a list"

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from napari_unet.core.half_contrast import place_edges
 from napari_unet.core.normalize import apply_range
 
 
@@ -148,6 +149,7 @@ def iter_predict_tiled(
     overlap: int = 64,
     batch_size: int = 1,
     mixed_precision: bool = True,
+    half_contrast: bool = False,
 ) -> Iterator[TileProgress]:
     """Predict class probabilities tile by tile into ``out``, yielding progress.
 
@@ -175,6 +177,10 @@ def iter_predict_tiled(
         Tiles per forward pass (more helps on GPUs).
     mixed_precision : bool
         Autocast on CUDA.
+    half_contrast : bool
+        Place object edges at half contrast in each tile
+        (:func:`~napari_unet.core.half_contrast.place_edges`; 2D models of
+        one channel and two classes only).
 
     Yields
     ------
@@ -215,6 +221,8 @@ def iter_predict_tiled(
             with torch.inference_mode(), torch.autocast("cuda", enabled=use_amp):
                 probs = torch.softmax(model(batch).float(), dim=1).cpu().numpy()
             for x, p in zip(chunk, probs):
+                if half_contrast:
+                    p = place_edges(p, band[0, :, x : x + tw])
                 acc[:, :, x : x + tw] += p * weight2d
                 wsum[:, x : x + tw] += weight2d
             done += len(chunk)

@@ -87,6 +87,8 @@ class Segmenter:
         self.min_object_size: int | None = None
         #: The objects tile the image (the forest's answer on the training images; see InstanceParams.tiled).
         self.tiled = False
+        #: Object edges are placed at half contrast (strokes left them untaught; see core/half_contrast.py).
+        self.half_contrast = False
         self._loaded = False  # weights came from a file (a loaded model may have no history)
 
     # -- state ---------------------------------------------------------------
@@ -107,6 +109,7 @@ class Segmenter:
         self.history = []
         self.min_object_size = None
         self.tiled = False
+        self.half_contrast = False
         self._loaded = False
 
     def to(self, device: str | torch.device) -> Segmenter:
@@ -147,6 +150,15 @@ class Segmenter:
         if not self.tiled:
             return None
         return "the objects tile the image (cells between membranes, in the forest's answer on the training images): instances are seeded by each cell's core"
+
+    def half_contrast_note(self) -> str | None:
+        """What :attr:`half_contrast` does, in words (None when the model does not use it)."""
+        if not self.half_contrast:
+            return None
+        return (
+            "no stroke showed where objects end (no painted background next to a painted object), "
+            "so object edges are placed where the contrast falls to half of the object's own peak"
+        )
 
     def names(self) -> list[str]:
         """Class names, defaulting to background, class 1, class 2, ..."""
@@ -244,6 +256,7 @@ class Segmenter:
                 entry["strokes"] = progress.strokes  # a plot marks where strokes painted during the run came in
             self.history.append(entry)
             self.tiled = progress.tiled
+            self.half_contrast = progress.half_contrast
             yield progress
 
     def fit(self, images, annotations, config: TrainConfig | None = None, ndim: int = 2) -> TrainProgress:
@@ -300,7 +313,7 @@ class Segmenter:
             out = np.empty((self.config.n_classes,) + tuple(image.shape[1:]), dtype=np.float32)
         elif tuple(out.shape) != (self.config.n_classes,) + tuple(image.shape[1:]):
             raise UserInputError(f"the output of shape {tuple(out.shape)} does not fit {self.config.n_classes} classes of an image of shape {tuple(image.shape[1:])}")
-        yield from iter_predict_tiled(self.model, image, low, high, out, self.device, tile, overlap, batch_size)
+        yield from iter_predict_tiled(self.model, image, low, high, out, self.device, tile, overlap, batch_size, half_contrast=self.half_contrast)
         yield out
 
     def predict_plane(self, image, semantic_out, instances_out, params=None, **kwargs) -> Generator[TileProgress, None, int]:
@@ -401,6 +414,7 @@ class Segmenter:
                 "history": list(self.history),
                 **({"min_object_size": self.min_object_size} if self.min_object_size is not None else {}),
                 **({"tiled": True} if self.tiled else {}),
+                **({"half_contrast": True} if self.half_contrast else {}),
             },
         )
 
@@ -426,5 +440,6 @@ class Segmenter:
         seg.history = list(data.get("history", []))
         seg.min_object_size = data.get("min_object_size")
         seg.tiled = bool(data.get("tiled", False))
+        seg.half_contrast = bool(data.get("half_contrast", False))
         seg._loaded = True
         return seg

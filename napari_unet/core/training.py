@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_unet.core.autocontext import add_forest_inputs, forest_probabilities, image_features
+from napari_unet.core.half_contrast import applies as half_contrast_applies
 from napari_unet.core.implied import implied_background, rings_cut_objects
 from napari_unet.core.live import RECENT_SHARE, RECENT_STEPS, StrokeFeed, StrokeUpdate, apply_update
 from napari_unet.core.model import NetInputs
@@ -139,7 +140,10 @@ class TrainProgress:
     whether the forest's answer on the training images has objects that
     tile the image (cells between membranes,
     :func:`~napari_unet.core.postprocess.objects_tile`): the model's
-    instances are then always seeded by the mask's cores.
+    instances are then always seeded by the mask's cores. ``half_contrast``
+    says whether the strokes left object edges untaught on bright objects,
+    so that prediction places them at half contrast
+    (:func:`~napari_unet.core.half_contrast.applies`).
     """
 
     step: int
@@ -158,6 +162,7 @@ class TrainProgress:
     fresh_wait: int = 0
     rings_dropped: bool = False
     tiled: bool = False
+    half_contrast: bool = False
 
     def rings_note(self) -> str | None:
         """Why the whole-objects option was dropped, after the front-end's name for it (None when it was not)."""
@@ -335,6 +340,7 @@ def train_model(
         images = with_forest
     # Decided once on the forest's answer, not on each prediction (see objects_tile).
     tiled = forest and objects_tile([image[channels:] for image in images])
+    half_contrast = half_contrast_applies([image[:channels] for image in images], [image[channels:] for image in images] if forest else None, targets, n_classes, ndim, tiled)
     del feats
     data = prepare(images, targets, config.patch_size, config.val_fraction, rng)
     sampler = PatchSampler(data, config.patch_size, config.batch_size, config.augment, rng, channels)
@@ -453,13 +459,14 @@ def train_model(
         from before a correction, and the U-Net has to learn to overrule
         it from a few dozen steps.
         """
-        nonlocal tiled
+        nonlocal tiled, half_contrast
         base = [item.image[:channels] for item in data]
         labels = [item.train_target if item.val_target is None else np.where(item.val_target >= 0, item.val_target, item.train_target) for item in data]
         feats = [image_features(model, image, device) for image in base]
         for item, image in zip(data, add_forest_inputs(model, base, feats, labels, device, config.seed)):
             item.image = image
         tiled = objects_tile([item.image[channels:] for item in data])
+        half_contrast = half_contrast_applies(base, [item.image[channels:] for item in data], labels, n_classes, ndim, tiled)
 
     def validation_batch() -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The fixed validation batch, made again after held-out strokes or forest inputs changed."""
@@ -527,7 +534,7 @@ def train_model(
             elapsed = time.perf_counter() - start
             fraction = _budget_fraction(config, step, elapsed)
             time_left = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0), strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped, tiled=tiled)
+            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0), strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped, tiled=tiled, half_contrast=half_contrast)
         if val_x is not None and step % config.val_every != 0 and step > 0 and step >= settled:
             val_loss, val_iou = validate()
             if may_replace(val_loss):
@@ -535,7 +542,7 @@ def train_model(
                 best_state = _copy_state(model)
         elapsed = time.perf_counter() - start
         last_loss = ema if ema is not None else float("nan")
-        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped, strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped, tiled=tiled)
+        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped, strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped, tiled=tiled, half_contrast=half_contrast)
     finally:
         # Runs on normal end, on stop, and when the caller closes the
         # generator: the model always ends with the best weights seen.

@@ -123,6 +123,7 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
         self._warned: set[str] = set()
         self._size_set: int | None = None  # the Min size last set from a model (suggest_min_size)
         self._tiled_said = False  # the model's Segmenter.tiled last told the user (after training)
+        self._half_contrast_said = False  # the same for Segmenter.half_contrast
         self.closing = False
 
     # -- state ---------------------------------------------------------------------
@@ -453,6 +454,9 @@ class Session(ModelFiles, Suggestions, TruthEvaluation):
             if self.segmenter.tiled != self._tiled_said:
                 self._tiled_said = self.segmenter.tiled
                 self.notify("info", f"Split: {self.segmenter.tiled_note() or 'the objects do not tile the image: instances are seeded by their own size'}.")
+            if self.segmenter.half_contrast != self._half_contrast_said:
+                self._half_contrast_said = self.segmenter.half_contrast
+                self.notify("info", f"Edges: {self.segmenter.half_contrast_note() or 'strokes now show where objects end: edges are where the model puts them'}.")
             self._weights_changed()
             if last.stopped:
                 self.notify("info", f"Training stopped at step {last.step}; {last.kept()}.")

@@ -168,6 +168,7 @@ def _set_in(key, field, value):
         (_set("min_object_size", "30"), "minimum object size '30'"),
         (_set("min_object_size", -1), "minimum object size -1"),
         (_set("tiled", 1), "flag is not true or false"),
+        (_set("half_contrast", "yes"), "'edges at half contrast' flag"),
     ],
 )
 def test_malformed_model_files_are_refused_naming_the_file(tmp_path, trained_segmenter, change, message):
