@@ -43,6 +43,8 @@ the rule), hence :func:`edges_taught`.
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage as ndi
 from skimage.morphology import disk
 
@@ -142,6 +144,33 @@ def applies(images: list[np.ndarray], probabilities: list[np.ndarray] | None, ta
 
 #: Where a tile's background weight is below this, no level is measured (nothing trimmed).
 _MIN_BACKGROUND_WEIGHT = 1e-3
+#: The background level is a smooth field: measured on blocks of this many
+#: pixels per side and interpolated back. At full resolution its two wide
+#: Gaussians were 58 of the 83 ms the rule took per 512² tile.
+_LEVEL_BLOCK = 4
+
+
+def _background_level(smooth: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weight of background around each pixel and the mean of ``smooth`` over it (a normalised convolution).
+
+    Computed on ``_LEVEL_BLOCK``-pixel block means with a Gaussian of
+    ``BACKGROUND_SIGMA / _LEVEL_BLOCK`` blocks, zeros outside the tile, then
+    interpolated linearly back to the tile's pixels.
+    """
+    b = _LEVEL_BLOCK
+    h, w = smooth.shape
+    hp, wp = -(-h // b) * b, -(-w // b) * b
+    pad = ((0, hp - h), (0, wp - w))
+    covered = np.pad(np.ones((h, w), np.float32), pad)
+    blocks = [np.pad(a, pad).reshape(hp // b, b, wp // b, b).mean(axis=(1, 3)) for a in (background, smooth * background, covered)]
+    weight, total, inside = (ndi.gaussian_filter(a, BACKGROUND_SIGMA / b, mode="constant") for a in blocks)
+    level = total / np.maximum(weight, _MIN_BACKGROUND_WEIGHT)
+    # The share of background among the tile's own pixels near each block.
+    weight = weight / np.maximum(inside, _MIN_BACKGROUND_WEIGHT)
+    # Linear interpolation between block centres (torch's is ten times scipy.ndimage.zoom's speed here).
+    up = F.interpolate(torch.from_numpy(np.stack([weight, level]).astype(np.float32))[None], size=(hp, wp), mode="bilinear", align_corners=False)
+    up = up[0, :, :h, :w].numpy()
+    return up[0], up[1]
 
 
 def place_edges(probabilities: np.ndarray, image: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -167,9 +196,7 @@ def place_edges(probabilities: np.ndarray, image: np.ndarray, threshold: float =
     smooth = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), SMOOTH_SIGMA)
     objects = probabilities[1] >= threshold
     background = (~objects).astype(np.float32)
-    # A normalised convolution: the mean of background pixels near each pixel.
-    weight = ndi.gaussian_filter(background, BACKGROUND_SIGMA, mode="constant")
-    level = ndi.gaussian_filter(smooth * background, BACKGROUND_SIGMA, mode="constant") / np.maximum(weight, _MIN_BACKGROUND_WEIGHT)
+    weight, level = _background_level(smooth, background)
     peak = ndi.grey_dilation(np.where(objects, smooth, -np.inf), footprint=disk(PEAK_RADIUS))
     kept = objects & ((smooth - level >= HALF * (peak - level)) | (weight < _MIN_BACKGROUND_WEIGHT))
     drop = objects & ~ndi.binary_fill_holes(kept)
