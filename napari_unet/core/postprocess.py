@@ -219,8 +219,13 @@ def distance_and_radius(mask: np.ndarray, components: np.ndarray, min_size: int 
 
     Smoothing (sigma 1) merges spurious maxima along ragged outlines.
     """
-    distance = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 1.0)
+    distance = smoothed_distance(mask)
     return distance, typical_radius(distance, components, min_size)
+
+
+def smoothed_distance(mask: np.ndarray) -> np.ndarray:
+    """Distance to the background, smoothed with sigma 1 (merges spurious maxima along ragged outlines)."""
+    return ndi.gaussian_filter(ndi.distance_transform_edt(mask), 1.0)
 
 
 def objects_tile(probabilities: Sequence[np.ndarray], threshold: float = 0.5) -> bool:
@@ -277,6 +282,9 @@ def core_seeds(mask: np.ndarray) -> np.ndarray:
     0.98 (sparse); lower on one EM slice (0.62 -> 0.51 twice, where the
     forest leaves membranes with gaps wider than the erosions that keep
     small cells). True EM masks: 0.88-0.91 -> 0.98-1.00.
+    :func:`split_instances` fills a 2D mask's organelle holes first
+    (:func:`organelles_filled`): rings around them part under erosion and
+    made one cell count as several cores.
     ``python -m benchmarks.bench_split`` scores it on true masks and on
     scikit-image's forest masks.
 
@@ -306,6 +314,69 @@ def core_seeds(mask: np.ndarray) -> np.ndarray:
         if count == 0:
             break
     return best
+
+
+# In a tiled mask the background is the membrane network. An enclosed
+# background region that is round, at most HOLE_ELONGATION times as long
+# as wide, and smaller than a disc of the cells' typical radius is an
+# organelle or vesicle read as background, not membrane: a fragment of
+# membrane is long and thin, or, at a junction of three or four
+# membranes, a star whose arms are thin. Such holes are filled before the
+# cores are found (:func:`organelles_filled`).
+HOLE_ELONGATION = 2.0
+
+
+def organelles_filled(mask: np.ndarray, radius: float) -> np.ndarray:
+    """A 2D tiled mask with its round background holes smaller than a typical cell filled.
+
+    Eroding a cell perforated by such holes leaves thin rings around them
+    that part, so :func:`core_seeds` counted one cell as several cores and
+    preferred the erosion that cut cells apart. A hole is round when both
+    measures of its elongation are at most :data:`HOLE_ELONGATION`: its
+    inertia ellipse's axes (a star-shaped junction of membranes has round
+    inertia) and its area against a disc of its inscribed radius (an
+    ellipse of axes ``a > b`` has ``a / b`` times the area of its inscribed
+    disc; thin arms have a large area for their width).
+
+    Chosen on the engine's answers for the accuracy suite's EM cases
+    (sparse strokes, seeds 0-5, after 0, 80 and 160 training steps; full
+    strokes after 0 and 160) and membranes, instance F1 at IoU 0.5 of the
+    split alone on saved masks (a throwaway script), mean before -> after:
+    EM sparse 0.486 -> 0.553, EM full 0.727 -> 0.721. The inertia test
+    alone filled membrane junctions and joined cells (membranes full seed
+    2: 0.963 -> 0.464; with both tests 0.963); the thickness test alone
+    lost on EM full (0.677).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Boolean 2D foreground.
+    radius : float
+        The cells' typical inscribed radius (:func:`typical_radius`).
+    """
+    holes = label(~mask, connectivity=1)
+    n = int(holes.max())
+    if n == 0:
+        return mask
+    flat = holes.ravel()
+    count = np.bincount(flat, minlength=n + 1).astype(np.float64)
+    ys, xs = np.indices(mask.shape, dtype=np.float64)
+    ys, xs = ys.ravel(), xs.ravel()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        my, mx = np.bincount(flat, ys, n + 1) / count, np.bincount(flat, xs, n + 1) / count
+        syy = np.bincount(flat, ys * ys, n + 1) / count - my * my
+        sxx = np.bincount(flat, xs * xs, n + 1) / count - mx * mx
+        sxy = np.bincount(flat, ys * xs, n + 1) / count - my * mx
+        half = (syy + sxx) / 2
+        spread = np.sqrt(np.maximum(half * half - (syy * sxx - sxy * sxy), 0))
+        # Eigenvalues of the coordinates' covariance: the inertia ellipse's squared half-axes.
+        major, minor = half + spread, half - spread
+        round_inertia = (minor > 1e-9) & (major <= HOLE_ELONGATION**2 * minor)
+    inscribed = label_maxima(ndi.distance_transform_edt(~mask), holes, n)
+    thick = count <= HOLE_ELONGATION * np.pi * inscribed * inscribed
+    fill = round_inertia & thick & (count <= np.pi * radius * radius)
+    fill[0] = False
+    return mask | fill[holes] if fill.any() else mask
 
 
 def split_instances(mask: np.ndarray, split_strength: float = 0.5, min_size: int = 0, tiled: bool = False) -> np.ndarray:
@@ -341,9 +412,13 @@ def split_instances(mask: np.ndarray, split_strength: float = 0.5, min_size: int
         min_size = max(min_size, int(FRAGMENT_SHARE * 4.0 / 3.0 * np.pi * radius**3))
     if split_strength > 0 and (tiled or is_tiled(mask, radius)):
         # Objects outlined by background: seeds from the mask's cores, not its radius.
-        seeds = core_seeds(mask)
+        whole = organelles_filled(mask, radius) if mask.ndim == 2 else mask
+        seeds = core_seeds(whole)
         if seeds.any():  # else every piece is below CORE_MIN_SIZE: the components stand
-            components = watershed(-distance, seeds, mask=mask)
+            if whole is not mask:
+                distance = smoothed_distance(whole)
+            # Filled holes stay background: the instances agree with the semantic labels.
+            components = np.where(mask, watershed(-distance, seeds, mask=whole), 0)
     elif split_strength > 0:
         spacing = (SEED_SPACING_3D if mask.ndim == 3 else SEED_SPACING) * (1.0 - min(split_strength, 1.0)) * radius
         seeds = local_maxima(distance, max(1, int(round(spacing)))) & (components > 0)

@@ -85,6 +85,50 @@ def test_tiled_cells_joined_through_a_membrane_gap_are_two_objects():
     assert inst[42, 70] != inst[42, 90]
 
 
+def _perforated_cells() -> tuple[np.ndarray, np.ndarray]:
+    """A 4 x 4 grid of 40-px cells between 2-px membranes, each with a row of small round holes across its middle.
+
+    Returns the mask and the true cells (holes included in their cell).
+    """
+    from skimage.draw import disk
+
+    size, wall = 40, 2
+    cells = np.zeros((4 * (size + wall),) * 2, np.int32)
+    for i in range(4):
+        for j in range(4):
+            y, x = i * (size + wall) + wall, j * (size + wall) + wall
+            cells[y : y + size, x : x + size] = i * 4 + j + 1
+    mask = cells > 0
+    for i in range(4):
+        for j in range(4):
+            y, x = i * (size + wall) + wall, j * (size + wall) + wall
+            for dx in range(4, size, 8):  # holes of radius 2, 3 px apart: an erosion of 2 parts the cell
+                mask[disk((y + size // 2, x + dx), 2.5, shape=mask.shape)] = False
+    return mask, cells
+
+
+def test_round_holes_in_tiled_cells_do_not_cut_them_in_two():
+    """Organelles read as background perforate a cell; the cores ignore them, the instances keep them background."""
+    from napari_unet.core.postprocess import HOLE_ELONGATION, organelles_filled
+
+    mask, cells = _perforated_cells()
+    inst = split_instances(mask, split_strength=0.5, tiled=True)
+    assert inst.max() == 16
+    assert np.all(inst[~mask] == 0)  # the holes stay background
+    for value in range(1, 17):
+        assert np.unique(cells[inst == value]).size == 1
+    # A membrane fragment (long and thin) enclosed by one cell is kept as background.
+    thin = np.ones((60, 60), bool)
+    thin[0:2] = thin[-2:] = False
+    thin[30:32, 10:40] = False  # 2 x 30 px: elongation 15
+    thin[10:14, 10:14] = False  # 4 x 4 px: round
+    filled = organelles_filled(thin, radius=10.0)
+    assert not filled[30, 20] and filled[12, 12] and not filled[0, 30]
+    assert HOLE_ELONGATION >= 1
+    # Larger than a disc of the cells' radius: kept.
+    assert not organelles_filled(thin, radius=1.0)[12, 12]
+
+
 def label_count(mask: np.ndarray) -> int:
     return int(label(mask, connectivity=1).max())
 
