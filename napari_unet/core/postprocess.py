@@ -356,17 +356,20 @@ def organelles_filled(mask: np.ndarray, radius: float) -> np.ndarray:
     """
     holes = label(~mask, connectivity=1)
     n = int(holes.max())
-    if n == 0:
+    count = np.bincount(holes.ravel(), minlength=n + 1).astype(np.float64)
+    small = count <= np.pi * radius * radius
+    small[0] = False  # the cells
+    if not small.any():
         return mask
-    flat = holes.ravel()
-    count = np.bincount(flat, minlength=n + 1).astype(np.float64)
-    ys, xs = np.indices(mask.shape, dtype=np.float64)
-    ys, xs = ys.ravel(), xs.ravel()
+    # Shape measures of the small holes only: the membrane network is most of the background.
+    ys, xs = np.nonzero(small[holes])
+    ids = holes[ys, xs]
+    ys, xs = ys.astype(np.float64), xs.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        my, mx = np.bincount(flat, ys, n + 1) / count, np.bincount(flat, xs, n + 1) / count
-        syy = np.bincount(flat, ys * ys, n + 1) / count - my * my
-        sxx = np.bincount(flat, xs * xs, n + 1) / count - mx * mx
-        sxy = np.bincount(flat, ys * xs, n + 1) / count - my * mx
+        my, mx = np.bincount(ids, ys, n + 1) / count, np.bincount(ids, xs, n + 1) / count
+        syy = np.bincount(ids, ys * ys, n + 1) / count - my * my
+        sxx = np.bincount(ids, xs * xs, n + 1) / count - mx * mx
+        sxy = np.bincount(ids, ys * xs, n + 1) / count - my * mx
         half = (syy + sxx) / 2
         spread = np.sqrt(np.maximum(half * half - (syy * sxx - sxy * sxy), 0))
         # Eigenvalues of the coordinates' covariance: the inertia ellipse's squared half-axes.
@@ -374,8 +377,7 @@ def organelles_filled(mask: np.ndarray, radius: float) -> np.ndarray:
         round_inertia = (minor > 1e-9) & (major <= HOLE_ELONGATION**2 * minor)
     inscribed = label_maxima(ndi.distance_transform_edt(~mask), holes, n)
     thick = count <= HOLE_ELONGATION * np.pi * inscribed * inscribed
-    fill = round_inertia & thick & (count <= np.pi * radius * radius)
-    fill[0] = False
+    fill = small & round_inertia & thick
     return mask | fill[holes] if fill.any() else mask
 
 
