@@ -77,7 +77,9 @@ def uncertainty_from_probabilities(probs: np.ndarray) -> np.ndarray:
     (the per-pixel value alone, as predictive entropy and 1 - max
     probability) to 0.88 and was higher on each case; mistakes the model
     is sure of far from any unsure pixel (dim nuclei it calls background)
-    stay hidden (AUC 0.69 on that case). Plane by plane, so a stack's
+    stay hidden (AUC 0.69 on that case). Re-run with the engine of
+    16c0c4d: 0.85 against 0.73 per pixel, higher on 8 of the 9 cases
+    (membranes seed 1: 0.932 against 0.938). Plane by plane, so a stack's
     planes and a lazily predicted plane give the same values.
     """
     top = np.sort(np.asarray(probs, dtype=np.float32), axis=0)
