@@ -74,12 +74,13 @@ class TrainConfig:
         held-out strokes, which lie where the strokes are, never see it.
         Where the forest is unsure (object borders, dim objects) the U-Net
         stays free to change its answer. Weighted 2 (was 0.5): in 200-step
-        runs of the selection benchmark's cases (true score on the
+        runs of ``python -m benchmarks.bench_selection`` (true score on the
         unpainted region of the weights training ends with, minus the
         forest's answer), sparse EM seeds 0-2 -0.072 / -0.069 / -0.208 ->
-        +0.071 / +0.080 / -0.007, full EM seed 1 -0.044 -> -0.004, full
+        +0.072 / +0.079 / -0.008, full EM seed 1 -0.044 -> -0.004, full
         nuclei seed 1 -0.037 -> +0.005, sparse RGB +0.011 -> +0.018;
-        sparse nuclei seed 0 +0.009 -> +0.002, seed 2 -0.037 either way.
+        sparse nuclei seed 0 +0.009 -> +0.002, seed 2 -0.037 either way,
+        whole-object nuclei +0.030 -> +0.001 (chosen on these cases).
         A heavier anchor keeps the correction near the forest where it is
         sure, which is where the lighter one let it drift (held-out
         strokes kept improving while the unpainted region got worse).
