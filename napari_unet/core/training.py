@@ -84,6 +84,10 @@ class TrainConfig:
         A heavier anchor keeps the correction near the forest where it is
         sure, which is where the lighter one let it drift (held-out
         strokes kept improving while the unpainted region got worse).
+        Its cost, from the accuracy suite re-run with it (fbf2b52, 60 s):
+        sparse EM 0.540 -> 0.604 but full EM 0.731 -> 0.692; in 120-step
+        runs full strokes lost 0.03-0.08 on 3 of 4 cases against 0.5, so
+        one weight for sparse and full strokes is likely not the answer.
     whole_objects : bool
         The user paints objects whole, up to their outline: the one-pixel
         ring around each such painted object is then taken as background
