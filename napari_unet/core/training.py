@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_unet.core.anchor import consistency_weight, stroke_coverage
 from napari_unet.core.autocontext import add_forest_inputs, forest_probabilities, image_features
 from napari_unet.core.half_contrast import applies as half_contrast_applies
 from napari_unet.core.implied import implied_background, rings_cut_objects
@@ -64,7 +65,7 @@ class TrainConfig:
         Random flips, rotations, intensity changes and noise.
     seed : int or None
         Makes CPU runs repeatable.
-    forest_consistency : float
+    forest_consistency : float or None
         For models with a forest: weight of a second loss on *unpainted*
         pixels where the forest is confident (a class above
         ``CONFIDENT``), with the forest's answer as the target (0 disables).
@@ -73,21 +74,15 @@ class TrainConfig:
         there (objects swelling into the background, say) while the
         held-out strokes, which lie where the strokes are, never see it.
         Where the forest is unsure (object borders, dim objects) the U-Net
-        stays free to change its answer. Weighted 2 (was 0.5): in 200-step
-        runs of ``python -m benchmarks.bench_selection`` (true score on the
-        unpainted region of the weights training ends with, minus the
-        forest's answer), sparse EM seeds 0-2 -0.072 / -0.069 / -0.208 ->
-        +0.072 / +0.079 / -0.008, full EM seed 1 -0.044 -> -0.004, full
-        nuclei seed 1 -0.037 -> +0.005, sparse RGB +0.011 -> +0.018;
-        sparse nuclei seed 0 +0.009 -> +0.002, seed 2 -0.037 either way,
-        whole-object nuclei +0.030 -> +0.001 (chosen on these cases).
-        A heavier anchor keeps the correction near the forest where it is
-        sure, which is where the lighter one let it drift (held-out
-        strokes kept improving while the unpainted region got worse).
-        Its cost, from the accuracy suite re-run with it (fbf2b52, 60 s):
-        sparse EM 0.540 -> 0.604 but full EM 0.731 -> 0.692; in 120-step
-        runs full strokes lost 0.03-0.08 on 3 of 4 cases against 0.5, so
-        one weight for sparse and full strokes is likely not the answer.
+        stays free to change its answer. ``None`` (default) sets it from
+        the strokes (:mod:`napari_unet.core.anchor`): 2 for sparse strokes,
+        0.5 for regions painted in full, between the two in between. One
+        weight did not serve both: 2 (against 0.5) in 200-step runs of
+        ``python -m benchmarks.bench_selection`` took sparse EM seeds 0-2
+        from -0.072 / -0.069 / -0.208 to +0.072 / +0.079 / -0.008 against
+        the forest, and the accuracy suite's sparse EM from 0.540 to 0.604
+        at 60 s, but full EM from 0.731 to 0.692, and in 120-step runs
+        full strokes lost 0.03-0.08 on 3 of 4 cases.
     whole_objects : bool
         The user paints objects whole, up to their outline: the one-pixel
         ring around each such painted object is then taken as background
@@ -115,7 +110,7 @@ class TrainConfig:
     augment: bool = True
     seed: int | None = None
     mixed_precision: bool = True
-    forest_consistency: float = 2.0
+    forest_consistency: float | None = None
     balance_classes: bool | None = None
     whole_objects: bool = False
 
@@ -128,6 +123,8 @@ class TrainConfig:
             raise UserInputError("the training time limit must be positive")
         if self.patch_size < 16 or self.batch_size < 1:
             raise UserInputError("patch size must be at least 16 and batch size at least 1")
+        if self.forest_consistency is not None and not self.forest_consistency >= 0:
+            raise UserInputError("the forest-consistency weight must be 0 or more")
 
     def to_dict(self) -> dict:
         """Plain-type dict (stored in the model's history)."""
@@ -157,7 +154,9 @@ class TrainProgress:
     instances are then always seeded by the mask's cores. ``half_contrast``
     says whether the strokes left object edges untaught on bright objects,
     so that prediction places them at half contrast
-    (:func:`~napari_unet.core.half_contrast.applies`).
+    (:func:`~napari_unet.core.half_contrast.applies`). ``anchor`` is the
+    forest-consistency weight in use (``TrainConfig.forest_consistency``,
+    or the one the strokes' density set: :mod:`napari_unet.core.anchor`).
     """
 
     step: int
@@ -177,6 +176,7 @@ class TrainProgress:
     rings_dropped: bool = False
     tiled: bool = False
     half_contrast: bool = False
+    anchor: float = 0.0
 
     def rings_note(self) -> str | None:
         """Why the whole-objects option was dropped, after the front-end's name for it (None when it was not)."""
@@ -338,6 +338,12 @@ def train_model(
     if config.whole_objects:
         targets = [implied_background(t, n_classes) for t in targets]
     rings = any(a is not b for a, b in zip(targets, plain_targets))
+
+    def anchor_weight(painted: list[np.ndarray]) -> float:
+        # The config's weight, or one set by how densely the user painted.
+        return config.forest_consistency if config.forest_consistency is not None else consistency_weight(stroke_coverage(painted))
+
+    anchor = anchor_weight(plain_targets)
     feats = None
     if forest or getattr(model, "needs_feature_stats", False):
         feats = [image_features(model, image, device) for image in images]
@@ -377,12 +383,12 @@ def train_model(
 
     def train_loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = loss_fn(logits, y)
-        if forest and config.forest_consistency > 0:
+        if forest and anchor > 0:
             prior = x[:, channels:]
             top = prior.max(1)  # the best class and its probability in one pass (see best_class)
             confident = (top.values >= CONFIDENT) & (y == IGNORE)
             pseudo = torch.where(confident, top.indices, torch.full_like(y, IGNORE))
-            loss = loss + config.forest_consistency * masked_cross_entropy(logits, pseudo)
+            loss = loss + anchor * masked_cross_entropy(logits, pseudo)
         return loss
 
     def fixed_inputs(x: torch.Tensor) -> NetInputs:
@@ -473,9 +479,10 @@ def train_model(
         from before a correction, and the U-Net has to learn to overrule
         it from a few dozen steps.
         """
-        nonlocal tiled, half_contrast
+        nonlocal tiled, half_contrast, anchor
         base = [item.image[:channels] for item in data]
         labels = [item.train_target if item.val_target is None else np.where(item.val_target >= 0, item.val_target, item.train_target) for item in data]
+        anchor = anchor_weight(labels)
         feats = [image_features(model, image, device) for image in base]
         for item, image in zip(data, add_forest_inputs(model, base, feats, labels, device, config.seed)):
             item.image = image
@@ -548,7 +555,7 @@ def train_model(
             elapsed = time.perf_counter() - start
             fraction = _budget_fraction(config, step, elapsed)
             time_left = elapsed / fraction * (1 - fraction) if fraction > 0 else None
-            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0), strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped, tiled=tiled, half_contrast=half_contrast)
+            yield TrainProgress(step, config.steps, loss_value, val_loss, val_iou, best_step, elapsed, time_left, min(fraction, 1.0), strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped, tiled=tiled, half_contrast=half_contrast, anchor=anchor)
         if val_x is not None and step % config.val_every != 0 and step > 0 and step >= settled:
             val_loss, val_iou = validate()
             if may_replace(val_loss):
@@ -556,7 +563,7 @@ def train_model(
                 best_state = _copy_state(model)
         elapsed = time.perf_counter() - start
         last_loss = ema if ema is not None else float("nan")
-        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped, strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped, tiled=tiled, half_contrast=half_contrast)
+        yield TrainProgress(step, config.steps, last_loss, val_loss, val_iou, best_step, elapsed, 0.0, 1.0, done=True, stopped=stopped, strokes=taken, stroke_latency=latency, fresh_wait=first_pick, rings_dropped=rings_dropped, tiled=tiled, half_contrast=half_contrast, anchor=anchor)
     finally:
         # Runs on normal end, on stop, and when the caller closes the
         # generator: the model always ends with the best weights seen.
