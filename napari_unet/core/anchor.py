@@ -26,10 +26,10 @@ this rule (20749b0, 60 s, weight 2 -> 0.5, forest in brackets): nuclei
 (0.729), real 3D nuclei 0.872 -> 0.882 (0.882), stacks 0.986 -> 0.984,
 membranes 0.991 either way; its sparse rows keep 2. With 200-step
 budgets, side by side (repeatable): full nuclei 0.779 against 0.751 at 2,
-full EM 0.712 against 0.681 (better on 5 of 12 cases, worse on 2). Both thresholds lie
-in the gap between the suite's sparse strokes (0.4-1.4 %) and its full
-regions (33 % and more): nothing measured says where in that gap the
-weight should turn, so it turns gradually across it.
+full EM 0.712 against 0.681 (better on 5 of 12 cases, worse on 2). Both
+thresholds lie in the gap between the suite's sparse strokes (0.4-1.4 %)
+and its full regions (33 % and more): nothing measured says where in that
+gap the weight should turn, so it turns gradually across it.
 """
 
 from __future__ import annotations
@@ -69,11 +69,12 @@ def stroke_coverage(targets: Sequence[np.ndarray]) -> float:
     """
     painted = total = 0
     for target in targets:
-        labelled = np.asarray(target) >= 0
-        planes = labelled.reshape(-1, *labelled.shape[-2:]) if labelled.ndim > 2 else labelled[None]
-        per_plane = planes.reshape(len(planes), -1).sum(axis=1)
+        target = np.asarray(target)
+        # One row per plane: a 2D image is a single plane.
+        planes = (target >= 0).reshape(-1, target.shape[-2] * target.shape[-1])
+        per_plane = planes.sum(axis=1)
         painted += int(per_plane.sum())
-        total += int(np.count_nonzero(per_plane)) * planes[0].size
+        total += int(np.count_nonzero(per_plane)) * planes.shape[1]
     return painted / total if total else 0.0
 
 
