@@ -1,4 +1,4 @@
-"""Live plot of training loss, validation loss and IoU on held-out strokes, and F1 against a truth (matplotlib in Qt).
+"""Live plot of training loss, validation loss and IoU on held-out strokes, and F1 against a truth (painted with QPainter).
 
 The validation figures are measured on strokes held out of training, which
 flatter the model (they sit where the user chose to paint); the legend
@@ -8,11 +8,16 @@ it is plotted at the training step of its weights.
 Cheap on the GUI thread, which must stay responsive while training:
 
 - new data only marks the plot dirty; a single-shot timer redraws at most
-  every ``min_interval_ms``;
-- axes limits move in coarse steps (1-2-5 ticks), so most redraws only
-  *blit* the three curves over a cached background (a few ms) instead of
-  re-rendering axes, ticks and labels (tens to hundreds of ms);
-- margins are fixed rather than recomputed by a layout engine each draw.
+  every ``min_interval_ms``, and the redraw is one Qt paint (joined with the
+  window's other repaints);
+- everything is drawn with ``QPainter``: a whole redraw, axes and text
+  included, takes a few milliseconds. The matplotlib figure this replaces
+  re-rendered axes, ticks and legend whenever a limit moved, 75-130 ms each
+  on 2 CPU cores under Xvfb: three such redraws in the first seconds of
+  every training were the GUI's longest stalls (132-230 ms in
+  ``python -m benchmarks.bench_responsiveness``);
+- axes limits move in coarse steps (1-1.5-2-3-5 × 10^k), so the picture does
+  not jump at every step.
 """
 
 from __future__ import annotations
@@ -20,11 +25,9 @@ from __future__ import annotations
 import math
 import time
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
+from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen, QPolygonF
+from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from napari_unet.core.history import Curves
 
@@ -33,6 +36,15 @@ VAL_COLOR = "#ffa41b"
 IOU_COLOR = "#2ee6a8"
 TRUTH_COLOR = "#ffe14d"
 STROKE_COLOR = "#ff6ec7"
+# Plot area margins in pixels: left/right hold the two axes' tick labels,
+# the top the legend, the bottom the step axis.
+_MARGINS = (44, 40, 34, 30)  # left, right, top, bottom
+_LEGEND = (
+    ("train loss", TRAIN_COLOR, Qt.PenStyle.SolidLine),
+    ("val loss (held-out strokes)", VAL_COLOR, Qt.PenStyle.SolidLine),
+    ("truth F1@0.5", TRUTH_COLOR, Qt.PenStyle.SolidLine),
+    ("val IoU (held-out strokes)", IOU_COLOR, Qt.PenStyle.DashLine),
+)
 
 
 def nice_ceiling(value: float) -> float:
@@ -47,13 +59,30 @@ def nice_ceiling(value: float) -> float:
     return float(10 ** (exponent + 1))
 
 
+def nice_ticks(limit: float, most: int = 5) -> list[float]:
+    """Ticks from 0 to ``limit`` at a 1-2-5 × 10^k spacing, at most ``most`` of them."""
+    if limit <= 0 or not math.isfinite(limit):
+        return [0.0]
+    for exponent in range(math.floor(math.log10(limit)) - 1, math.floor(math.log10(limit)) + 2):
+        for mantissa in (1, 2, 2.5, 5):
+            step = mantissa * 10**exponent
+            if limit / step + 1 <= most + 1e-9:
+                count = int(math.floor(limit / step + 1e-9))
+                return [i * step for i in range(count + 1)]
+    return [0.0, limit]
+
+
+def _label(value: float) -> str:
+    return f"{value:g}"
+
+
 class LossPlot(QWidget):
     """Training loss, validation loss (left axis), validation IoU and truth F1 (right axis).
 
     Parameters
     ----------
     background, foreground : str
-        Figure and text colours (taken from the napari theme).
+        Plot and text colours (taken from the napari theme).
     min_interval_ms : int
         Minimum time between two redraws.
     """
@@ -65,50 +94,12 @@ class LossPlot(QWidget):
         self._curves = Curves()
         self._planned_end: int | None = None
         self._truth: tuple[list, list] = ([], [])  # (steps, F1 at IoU 0.5) against the truth layer
-        self._limits: tuple | None = None  # (xmax, ymax, run_starts, stroke_steps) of the cached background
-        self._background = None
-        self.draw_count = 0  # redraws (full or blitted); for tests and the benchmark
-        self.full_draw_count = 0
-
-        self.figure = Figure(figsize=(3.4, 2.1), dpi=90, facecolor=background)
-        # Fixed margins: a layout engine would re-measure every tick label on every draw.
-        self.figure.subplots_adjust(left=0.14, right=0.86, bottom=0.2, top=0.8)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(170)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
-
-        ax = self.figure.add_subplot(111)
-        iou_ax = ax.twinx()
-        for a in (ax, iou_ax):
-            # Few ticks: text is most of the cost of a full redraw.
-            a.xaxis.set_major_locator(MaxNLocator(4))
-            a.yaxis.set_major_locator(MaxNLocator(4))
-            a.set_facecolor(background)
-            a.tick_params(colors=foreground, labelsize=7)
-            for spine in a.spines.values():
-                spine.set_color(foreground)
-                spine.set_alpha(0.4)
-        ax.set_xlabel("step", color=foreground, fontsize=8, labelpad=1)
-        ax.set_ylabel("loss", color=foreground, fontsize=8, labelpad=2)
-        iou_ax.set_ylabel("IoU · F1", color=IOU_COLOR, fontsize=8, labelpad=2)
-        iou_ax.set_ylim(0, 1)
-        # Animated artists are left out of full draws and blitted on top.
-        (self._train_line,) = ax.plot([], [], color=TRAIN_COLOR, lw=0.8, label="train loss", animated=True)
-        (self._val_line,) = ax.plot([], [], color=VAL_COLOR, lw=1.4, marker="o", ms=2.5, label="val loss (held-out strokes)", animated=True)
-        (self._iou_line,) = iou_ax.plot([], [], color=IOU_COLOR, lw=1.2, ls="--", marker="s", ms=2.5, label="val IoU (held-out strokes)", animated=True)
-        (self._truth_line,) = iou_ax.plot([], [], color=TRUTH_COLOR, lw=0.8, marker="D", ms=3.5, label="truth F1@0.5", animated=True)
-        self._run_lines: list = []
-        self.figure.legend(
-            handles=[self._train_line, self._val_line, self._truth_line, self._iou_line],
-            loc="upper center", fontsize=7, frameon=False, ncol=2, labelcolor=foreground, bbox_to_anchor=(0.5, 1.0),
-            columnspacing=1.0, handlelength=1.6, borderaxespad=0.2, labelspacing=0.2,
-        )
-        self._ax, self._iou_ax, self._foreground = ax, iou_ax, foreground
-        self.canvas.mpl_connect("draw_event", self._on_full_draw)
-
+        self._shown = (Curves(), ([], []))  # what the last redraw put on screen
+        self._limits = self._wanted_limits()
+        self._background, self._foreground = QColor(background), QColor(foreground)
+        self.draw_count = 0  # redraws; for tests and the benchmark
+        self.setMinimumHeight(170)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._draw)
@@ -118,6 +109,26 @@ class LossPlot(QWidget):
     def curves(self) -> Curves:
         """The curves currently shown (or about to be)."""
         return self._curves
+
+    @property
+    def shown(self) -> Curves:
+        """The curves the last redraw put on screen."""
+        return self._shown[0]
+
+    @property
+    def shown_truth(self) -> tuple[list, list]:
+        """The (steps, F1) against the truth that the last redraw put on screen."""
+        return self._shown[1]
+
+    @property
+    def legend(self) -> list[str]:
+        """The legend's entries, in order."""
+        return [text for text, _, _ in _LEGEND]
+
+    @property
+    def limits(self) -> tuple:
+        """``(step axis end, loss axis end, run starts, stroke steps)`` of the last redraw."""
+        return self._limits
 
     def set_curves(self, curves: Curves, planned_end: int | None = None) -> None:
         """Show new curves; the redraw happens now or within ``min_interval_ms``.
@@ -166,45 +177,124 @@ class LossPlot(QWidget):
         return nice_ceiling(last), ymax, tuple(c.run_starts), tuple(c.stroke_steps)
 
     def _draw(self) -> None:
-        c = self._curves
-        self._train_line.set_data(c.steps, c.loss)
-        self._val_line.set_data(c.val_steps, c.val_loss)
-        self._iou_line.set_data(c.val_steps, c.val_iou)
-        self._truth_line.set_data(*self._truth)
-        limits = self._wanted_limits()
-        if limits != self._limits or self._background is None:
-            xmax, ymax, run_starts, stroke_steps = limits
-            self._ax.set_xlim(0, xmax)
-            self._ax.set_ylim(0, ymax)
-            for line in self._run_lines:
-                line.remove()
-            # A dotted line where each retraining ("fine-tune") began.
-            self._run_lines = [self._ax.axvline(x, color=self._foreground, alpha=0.35, lw=0.8, ls=":") for x in run_starts]
-            # A short tick at the top where strokes painted during training were taken in.
-            self._run_lines += [self._ax.axvline(x, ymin=0.9, color=STROKE_COLOR, alpha=0.8, lw=1.0) for x in stroke_steps]
-            self._limits = limits
-            self.canvas.draw()  # full render; _on_full_draw caches it and blits the curves
-            self.full_draw_count += 1
-        else:
-            self.canvas.restore_region(self._background)
-            self._blit_curves()
+        self._shown = (self._curves, self._truth)
+        self._limits = self._wanted_limits()
         self._last_draw = time.monotonic()
         self.draw_count += 1
+        # update(), not repaint(): Qt paints together with everything else that changed.
+        self.update()
 
-    def _on_full_draw(self, event) -> None:
-        # Also runs when Qt repaints after a resize: re-take the background,
-        # then draw the curves into the buffer about to be shown.
-        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
-        self._draw_curves()
+    # -- painting ---------------------------------------------------------------
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        painter = QPainter(self)
+        try:
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            painter.fillRect(self.rect(), self._background)
+            font = QFont(self.font())
+            font.setPointSizeF(7.5)
+            painter.setFont(font)
+            left, right, top, bottom = _MARGINS
+            area = QRectF(left, top, max(10, self.width() - left - right), max(10, self.height() - top - bottom))
+            self._paint_axes(painter, area)
+            self._paint_curves(painter, area)
+            self._paint_legend(painter)
+        finally:
+            painter.end()
 
-    def _draw_curves(self) -> None:
-        self._ax.draw_artist(self._train_line)
-        self._ax.draw_artist(self._val_line)
-        self._iou_ax.draw_artist(self._iou_line)
-        self._iou_ax.draw_artist(self._truth_line)
+    def _point(self, area: QRectF, x: float, y: float, ymax: float) -> QPointF:
+        xmax = self._limits[0]
+        y = min(max(y, 0.0), ymax)
+        return QPointF(area.left() + area.width() * x / xmax, area.bottom() - area.height() * y / ymax)
 
-    def _blit_curves(self) -> None:
-        self._draw_curves()
-        # update(), not blit(): blit repaints synchronously, update() lets Qt
-        # paint the buffer together with everything else that changed.
-        self.canvas.update()
+    def _paint_axes(self, painter: QPainter, area: QRectF) -> None:
+        xmax, ymax, run_starts, stroke_steps = self._limits
+        faint = QColor(self._foreground)
+        faint.setAlphaF(0.4)
+        painter.setPen(QPen(faint, 1))
+        painter.drawRect(area)
+        metrics = painter.fontMetrics()
+        text_pen = QPen(self._foreground)
+        for x in nice_ticks(xmax):
+            p = self._point(area, x, 0, ymax)
+            painter.setPen(QPen(faint, 1))
+            painter.drawLine(p, QPointF(p.x(), p.y() + 3))
+            painter.setPen(text_pen)
+            label = _label(x)
+            painter.drawText(QPointF(p.x() - metrics.horizontalAdvance(label) / 2, p.y() + 4 + metrics.ascent()), label)
+        for y in nice_ticks(ymax):
+            p = self._point(area, 0, y, ymax)
+            painter.setPen(QPen(faint, 1))
+            painter.drawLine(p, QPointF(p.x() - 3, p.y()))
+            painter.setPen(text_pen)
+            label = _label(y)
+            painter.drawText(QPointF(p.x() - 5 - metrics.horizontalAdvance(label), p.y() + metrics.ascent() / 2 - 1), label)
+        for y in (0.0, 0.5, 1.0):
+            p = self._point(area, xmax, y, 1.0)
+            painter.setPen(QPen(faint, 1))
+            painter.drawLine(p, QPointF(p.x() + 3, p.y()))
+            painter.setPen(QPen(QColor(IOU_COLOR)))
+            painter.drawText(QPointF(p.x() + 5, p.y() + metrics.ascent() / 2 - 1), _label(y))
+        painter.setPen(text_pen)
+        painter.drawText(QPointF(area.center().x() - metrics.horizontalAdvance("step") / 2, area.bottom() + 6 + 2 * metrics.ascent()), "step")
+        self._vertical_text(painter, "loss", QPointF(area.left() - 32, area.center().y()), text_pen)
+        self._vertical_text(painter, "IoU · F1", QPointF(area.right() + 30, area.center().y()), QPen(QColor(IOU_COLOR)))
+        # A dotted line where each retraining ("fine-tune") began ...
+        painter.setPen(QPen(faint, 1, Qt.PenStyle.DotLine))
+        for x in run_starts:
+            painter.drawLine(self._point(area, x, 0, ymax), self._point(area, x, ymax, ymax))
+        # ... and a short tick at the top where strokes painted during training were taken in.
+        painter.setPen(QPen(QColor(STROKE_COLOR), 1))
+        for x in stroke_steps:
+            p = self._point(area, x, ymax, ymax)
+            painter.drawLine(p, QPointF(p.x(), p.y() + area.height() * 0.1))
+
+    def _vertical_text(self, painter: QPainter, text: str, centre: QPointF, pen: QPen) -> None:
+        painter.save()
+        painter.setPen(pen)
+        painter.translate(centre)
+        painter.rotate(-90)
+        painter.drawText(QPointF(-painter.fontMetrics().horizontalAdvance(text) / 2, 0), text)
+        painter.restore()
+
+    def _paint_curves(self, painter: QPainter, area: QRectF) -> None:
+        curves, (truth_steps, truth_f1) = self._shown
+        ymax = self._limits[1]
+        painter.save()
+        painter.setClipRect(area.adjusted(-4, -4, 4, 4))
+        self._polyline(painter, area, curves.steps, curves.loss, ymax, TRAIN_COLOR, 1.0)
+        self._polyline(painter, area, curves.val_steps, curves.val_loss, ymax, VAL_COLOR, 1.6, marker="o")
+        self._polyline(painter, area, curves.val_steps, curves.val_iou, 1.0, IOU_COLOR, 1.3, marker="s", style=Qt.PenStyle.DashLine)
+        self._polyline(painter, area, truth_steps, truth_f1, 1.0, TRUTH_COLOR, 1.0, marker="D")
+        painter.restore()
+
+    def _polyline(self, painter: QPainter, area: QRectF, xs: list, ys: list, ymax: float, color: str, width: float, marker: str | None = None, style: Qt.PenStyle = Qt.PenStyle.SolidLine) -> None:
+        points = [self._point(area, x, y, ymax) for x, y in zip(xs, ys) if math.isfinite(y)]
+        if not points:
+            return
+        painter.setPen(QPen(QColor(color), width, style))
+        painter.drawPolyline(QPolygonF(points))
+        if marker is None:
+            return
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(color))
+        path = QPainterPath()
+        for p in points:
+            if marker == "o":
+                path.addEllipse(p, 2.2, 2.2)
+            elif marker == "s":
+                path.addRect(QRectF(p.x() - 2, p.y() - 2, 4, 4))
+            else:  # diamond
+                path.addPolygon(QPolygonF([QPointF(p.x(), p.y() - 3), QPointF(p.x() + 3, p.y()), QPointF(p.x(), p.y() + 3), QPointF(p.x() - 3, p.y()), QPointF(p.x(), p.y() - 3)]))
+        painter.drawPath(path)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+
+    def _paint_legend(self, painter: QPainter) -> None:
+        metrics = painter.fontMetrics()
+        column = self.width() / 2
+        for i, (text, color, style) in enumerate(_LEGEND):
+            x = 8 + (i % 2) * column
+            y = 4 + (i // 2) * (metrics.height() + 1) + metrics.ascent()
+            painter.setPen(QPen(QColor(color), 1.5, style))
+            painter.drawLine(QPointF(x, y - metrics.ascent() / 2 + 1), QPointF(x + 16, y - metrics.ascent() / 2 + 1))
+            painter.setPen(QPen(self._foreground))
+            painter.drawText(QPointF(x + 20, y), metrics.elidedText(text, Qt.TextElideMode.ElideRight, int(column - 30)))

@@ -25,7 +25,7 @@ def test_truth_scores_each_prediction_and_the_plot_shows_them(make_napari_viewer
     panel, plot = widget.evaluation_panel, widget.training_panel.loss_plot
     assert [panel.truth_combo.itemText(i) for i in range(panel.truth_combo.count())] == ["none", annotations.name, "truth"]
     assert panel.truth_combo.currentText() == "none" and widget.settings().truth == ""
-    legend = [t.get_text() for t in plot.figure.legends[0].get_texts()]
+    legend = plot.legend
     assert "val loss (held-out strokes)" in legend and "truth F1@0.5" in legend
 
     panel.truth_combo.setCurrentText("truth")
@@ -49,7 +49,7 @@ def test_truth_scores_each_prediction_and_the_plot_shows_them(make_napari_viewer
     steps, f1 = plot.truth
     assert steps == widget.session.truth_points()[0] and steps[-1] == STEPS and f1[-1] == expected.f1
     assert len(steps) >= 2 and steps[0] < STEPS, steps
-    qtbot.waitUntil(lambda: list(plot._truth_line.get_xdata()) == steps, timeout=5_000)  # drawn with the curves (throttled)
+    qtbot.waitUntil(lambda: list(plot.shown_truth[0]) == steps, timeout=5_000)  # drawn with the curves (throttled)
 
     # "none" clears the label and the points; a reset model has no scores.
     panel.truth_combo.setCurrentText("none")

@@ -1,12 +1,13 @@
-"""The live loss plot: coarse axis limits, rate-limited and mostly blitted redraws."""
+"""The live loss plot: coarse axis limits, rate-limited redraws that cost milliseconds."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from qtpy.QtGui import QColor
 
-from napari_unet._qt.loss_plot import LossPlot, nice_ceiling
+from napari_unet._qt.loss_plot import _MARGINS, TRAIN_COLOR, VAL_COLOR, LossPlot, nice_ceiling, nice_ticks
 from napari_unet.core.history import Curves
 
 
@@ -22,27 +23,66 @@ def _curves(n: int) -> Curves:
     return Curves(list(range(1, n + 1)), [1.0 / (1 + 0.05 * i) for i in range(n)], list(range(10, n + 1, 10)), [0.6] * (n // 10), [0.7] * (n // 10))
 
 
+def test_ticks_span_the_axis_at_a_round_spacing() -> None:
+    assert nice_ticks(1.0) == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
+    assert nice_ticks(150) == pytest.approx([0, 50, 100, 150])
+    assert nice_ticks(0.3) == pytest.approx([0, 0.1, 0.2, 0.3])
+    assert all(len(nice_ticks(v)) <= 5 for v in (0.3, 1.0, 1.5, 2, 3, 5, 10, 150, 2000))
+    assert nice_ticks(0) == [0.0]
+
+
+def _pixels_of(plot: LossPlot, color: str) -> int:
+    """How many pixels of the plot area (legend left out) have about ``color`` (antialiased lines blend at their edges)."""
+    image = plot.grab().toImage()
+    target = QColor(color)
+    left, right, top, bottom = _MARGINS
+    near = 0
+    for x in range(left, image.width() - right):
+        for y in range(top, image.height() - bottom):
+            c = image.pixelColor(x, y)
+            near += abs(c.red() - target.red()) + abs(c.green() - target.green()) + abs(c.blue() - target.blue()) < 30
+    return near
+
+
 @pytest.mark.gui
-def test_redraws_are_rate_limited_and_mostly_blitted(qtbot) -> None:
+def test_redraws_are_rate_limited_and_paint_the_curves(qtbot) -> None:
     plot = LossPlot(min_interval_ms=200)
     qtbot.addWidget(plot)
+    plot.resize(400, 220)
     plot.show()
     qtbot.waitExposed(plot)
     qtbot.wait(250)  # past the interval after the first draw
+    assert _pixels_of(plot, TRAIN_COLOR) == 0
     start = plot.draw_count
     for n in range(1, 60):
         plot.set_curves(_curves(n), planned_end=100)
     assert plot.draw_count == start + 1  # one now, the rest coalesced
     qtbot.waitUntil(lambda: plot.draw_count == start + 2, timeout=2000)  # ... and one when the interval is over
-    assert plot._train_line.get_xdata()[-1] == 59
-    full = plot.full_draw_count
-    for n in range(60, 100, 5):
-        plot.set_curves(_curves(n), planned_end=100)
-        qtbot.wait(220)
-    assert plot.full_draw_count == full  # same limits: curves blitted over the cached axes
-    plot.set_curves(_curves(150), planned_end=None)  # beyond the x limit: axes redrawn
+    assert plot.shown.steps[-1] == 59
+    assert plot.limits[:2] == (100, 1.5)  # the planned end, and the first loss (1.0) with headroom
+    assert _pixels_of(plot, TRAIN_COLOR) > 10 and _pixels_of(plot, VAL_COLOR) > 10
+    plot.set_curves(_curves(150), planned_end=None)  # beyond the x limit: the axis grows
     qtbot.wait(250)
-    assert plot.full_draw_count == full + 1 and plot._ax.get_xlim()[1] == 150
+    assert plot.limits[0] == 150
     plot.clear()
     qtbot.wait(250)
-    assert len(plot._train_line.get_xdata()) == 0
+    assert not plot.shown.steps
+    assert _pixels_of(plot, TRAIN_COLOR) == 0
+
+
+@pytest.mark.gui
+def test_a_whole_redraw_takes_milliseconds(qtbot) -> None:
+    """The GUI thread paints the plot during training: no redraw may stall it (the old figure took 75-130 ms)."""
+    import time
+
+    plot = LossPlot(min_interval_ms=0)
+    qtbot.addWidget(plot)
+    plot.resize(400, 220)
+    plot.show()
+    qtbot.waitExposed(plot)
+    plot.set_curves(_curves(500), planned_end=1000)
+    plot.grab()  # the first paint loads fonts
+    t = time.perf_counter()
+    for _ in range(10):
+        plot.grab()
+    assert (time.perf_counter() - t) / 10 < 0.05
