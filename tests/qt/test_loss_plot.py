@@ -48,7 +48,7 @@ def _pixels_of(plot: LossPlot, color: str) -> int:
 def test_redraws_are_rate_limited_and_paint_the_curves(qtbot) -> None:
     plot = LossPlot(min_interval_ms=200)
     qtbot.addWidget(plot)
-    plot.resize(400, 220)
+    plot.resize(400, 220)  # its cost per redraw is measured by benchmarks/bench_responsiveness.py
     plot.show()
     qtbot.waitExposed(plot)
     qtbot.wait(250)  # past the interval after the first draw
@@ -68,21 +68,3 @@ def test_redraws_are_rate_limited_and_paint_the_curves(qtbot) -> None:
     qtbot.wait(250)
     assert not plot.shown.steps
     assert _pixels_of(plot, TRAIN_COLOR) == 0
-
-
-@pytest.mark.gui
-def test_a_whole_redraw_takes_milliseconds(qtbot) -> None:
-    """The GUI thread paints the plot during training: no redraw may stall it (the old figure took 75-130 ms)."""
-    import time
-
-    plot = LossPlot(min_interval_ms=0)
-    qtbot.addWidget(plot)
-    plot.resize(400, 220)
-    plot.show()
-    qtbot.waitExposed(plot)
-    plot.set_curves(_curves(500), planned_end=1000)
-    plot.grab()  # the first paint loads fonts
-    t = time.perf_counter()
-    for _ in range(10):
-        plot.grab()
-    assert (time.perf_counter() - t) / 10 < 0.05
