@@ -15,6 +15,7 @@ or zarr arrays.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from dataclasses import replace
 
@@ -92,6 +93,21 @@ def _block_starts(length: int, block: int) -> list[tuple[int, int]]:
     return [(s, min(s + block, length)) for s in range(0, length, block)]
 
 
+# Most voxels labelled at once: four 2048² planes' worth. Labelling a block
+# (distance map, seeds, watershed) takes about 50 bytes per voxel: a
+# 64x2048² Z stack labelled as one 2048² block of all its planes peaked at
+# 14.7 GB (python -m benchmarks.bench_memory, 2026-12-08).
+MAX_BLOCK_VOXELS = 4 * 2048 * 2048
+# Smallest block side a deep volume is cut into: well above the halo.
+MIN_BLOCK_SIDE = 256
+
+
+def block_side(block: int, depth: int) -> int:
+    """The YX block side for a labelling ``depth`` planes deep: ``block`` at most, within :data:`MAX_BLOCK_VOXELS`."""
+    fit = int(math.sqrt(MAX_BLOCK_VOXELS / max(depth, 1))) // 64 * 64
+    return min(block, max(fit, MIN_BLOCK_SIDE))
+
+
 def iter_label_blockwise(
     semantic, out, params: InstanceParams, block: int = 2048, halo: int = 64, id_offset: int = 0
 ) -> Generator[TileProgress, None, int]:
@@ -110,6 +126,7 @@ def iter_label_blockwise(
         raise UserInputError(f"instances need a 2D (Y, X) or 3D (Z, Y, X) labelling, got shape {shape}")
     if block < 1 or halo < 1:
         raise ValueError(f"block ({block}) and halo ({halo}) must be positive")
+    block = block_side(block, shape[0] if len(shape) == 3 else 1)
     h, w = shape[-2:]
     rows, cols = _block_starts(h, block), _block_starts(w, block)
     n_blocks = len(rows) * len(cols)

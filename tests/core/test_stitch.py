@@ -131,3 +131,27 @@ def test_clear_errors():
     semantic[::2, ::2] = 1  # 400 one-pixel objects do not fit uint8 ids
     with pytest.raises(UserInputError, match="uint32"):
         label_blockwise(semantic, np.zeros((40, 40), np.uint8), InstanceParams(min_size=1), block=16, halo=4)
+
+
+def test_deep_volumes_are_cut_into_smaller_blocks_within_the_voxel_budget():
+    from napari_unet.core.stitch import MAX_BLOCK_VOXELS, MIN_BLOCK_SIDE, block_side
+
+    assert block_side(2048, 1) == 2048  # planes keep the block asked for
+    assert block_side(2048, 64) == 512 and 64 * 512**2 <= MAX_BLOCK_VOXELS  # a 64-plane stack: 512² blocks
+    assert block_side(300, 64) == 300  # a smaller block asked for stays
+    assert block_side(2048, 100_000) == MIN_BLOCK_SIDE
+
+
+def test_a_deep_volume_cut_into_blocks_keeps_objects_whole(monkeypatch):
+    """The labelling of a volume too deep for one block: objects across block seams keep one id."""
+    import napari_unet.core.stitch as stitch
+
+    monkeypatch.setattr(stitch, "MAX_BLOCK_VOXELS", 8 * 128 * 128)  # 8 planes deep: 128² blocks
+    monkeypatch.setattr(stitch, "MIN_BLOCK_SIDE", 64)
+    assert stitch.block_side(2048, 8) == 128
+    semantic = np.zeros((8, 300, 300), np.uint8)
+    semantic[2:6, 100:160, 100:160] = 1  # a box across the seam at 128
+    semantic[2:6, 200:230, 20:50] = 1
+    out = np.zeros(semantic.shape, np.int32)
+    n = stitch.label_blockwise(semantic, out, InstanceParams(split_strength=0.0), block=2048, halo=32)
+    assert n == 2 and len(np.unique(out[semantic > 0])) == 2 and np.all(out[semantic == 0] == 0)
