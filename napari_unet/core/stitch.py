@@ -93,11 +93,12 @@ def _block_starts(length: int, block: int) -> list[tuple[int, int]]:
     return [(s, min(s + block, length)) for s in range(0, length, block)]
 
 
-# Most voxels labelled at once: four 2048² planes' worth. Labelling a block
-# (distance map, seeds, watershed) takes about 50 bytes per voxel: a
-# 64x2048² Z stack labelled as one 2048² block of all its planes peaked at
-# 14.7 GB (python -m benchmarks.bench_memory, 2026-12-08).
-MAX_BLOCK_VOXELS = 4 * 2048 * 2048
+# Most voxels labelled at once (halo not counted): two 2048² planes' worth.
+# Labelling a block (distance map, seeds, watershed) takes about 50 bytes
+# per voxel, halo included: a 64x2048² Z stack labelled as one 2048² block
+# of all its planes peaked at 14.7 GB, in 512² blocks (four planes' worth)
+# at 2.1 GB (python -m benchmarks.bench_memory, 2026-12-08).
+MAX_BLOCK_VOXELS = 2 * 2048 * 2048
 # Smallest block side a deep volume is cut into: well above the halo.
 MIN_BLOCK_SIDE = 256
 

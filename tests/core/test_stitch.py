@@ -137,7 +137,7 @@ def test_deep_volumes_are_cut_into_smaller_blocks_within_the_voxel_budget():
     from napari_unet.core.stitch import MAX_BLOCK_VOXELS, MIN_BLOCK_SIDE, block_side
 
     assert block_side(2048, 1) == 2048  # planes keep the block asked for
-    assert block_side(2048, 64) == 512 and 64 * 512**2 <= MAX_BLOCK_VOXELS  # a 64-plane stack: 512² blocks
+    assert block_side(2048, 64) == 320 and 64 * 320**2 <= MAX_BLOCK_VOXELS  # a 64-plane stack: 320² blocks
     assert block_side(300, 64) == 300  # a smaller block asked for stays
     assert block_side(2048, 100_000) == MIN_BLOCK_SIDE
 
