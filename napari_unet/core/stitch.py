@@ -97,7 +97,8 @@ def _block_starts(length: int, block: int) -> list[tuple[int, int]]:
 # Labelling a block (distance map, seeds, watershed) takes about 50 bytes
 # per voxel, halo included: a 64x2048² Z stack labelled as one 2048² block
 # of all its planes peaked at 14.7 GB, in 512² blocks (four planes' worth)
-# at 2.1 GB (python -m benchmarks.bench_memory, 2026-12-08).
+# at 2.1 GB, in 320² blocks (this budget) at 1.4 GB, 9 % slower
+# (python -m benchmarks.bench_memory, 2026-12-08).
 MAX_BLOCK_VOXELS = 2 * 2048 * 2048
 # Smallest block side a deep volume is cut into: well above the halo.
 MIN_BLOCK_SIDE = 256
