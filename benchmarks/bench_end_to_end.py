@@ -208,9 +208,13 @@ def _hot_spots(profile: Path, wall: float, n: int = HOT_SPOTS) -> list[list]:
 def main(argv: list[str] | None = None) -> dict:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--no-stack", action="store_true", help="leave out the 64x2048² stack")
+    parser.add_argument("--sizes", default=None, help="image sides, e.g. 512,2048,8192 (the default); empty for none (the stack only)")
     args = parser.parse_args(argv)
     machine = start(NAME, args)
-    sizes = (512,) if args.quick else SIZES
+    if args.sizes is not None:
+        sizes = tuple(int(s) for s in args.sizes.split(",") if s)
+    else:
+        sizes = (512,) if args.quick else SIZES
     stack = None if (args.quick or args.no_stack) else STACK
     rows, records, hot = [], [], []
     with tempfile.TemporaryDirectory(prefix="napari-unet-e2e-") as tmp:
