@@ -113,6 +113,19 @@ def _run(cmd: list[str]) -> float:
     return elapsed
 
 
+def _ancestors(stats: dict, key: tuple) -> set:
+    """Every function that called ``key`` in a profile, directly or through others."""
+    seen: set = set()
+    todo = list(stats[key][4])
+    while todo:
+        caller = todo.pop()
+        if caller not in seen:
+            seen.add(caller)
+            todo.extend(stats.get(caller, (None,) * 4 + ({},))[4])
+    seen.discard(key)
+    return seen
+
+
 def _stage_times(profile: Path) -> dict[str, float]:
     """Cumulative time of each stage's functions (outermost matching calls only)."""
     stats = pstats.Stats(str(profile))
@@ -127,9 +140,15 @@ def _stage_times(profile: Path) -> dict[str, float]:
             keys = [k for k in table_ if k[2] == "forward" and k[0].endswith("napari_unet/core/forest.py")]
         else:
             keys = [k for k in table_ if k[2] in names and "napari_unet" in k[0]]
-        # Outermost: drop calls made from functions counted already.
+        # Outermost: drop calls made, directly or through other functions,
+        # from functions counted already. Direct callers are not enough: the
+        # stack's 3D relabelling (a generator) reaches instances_from_semantic
+        # through the blockwise labelling, and both were counted (a 64x2048²
+        # stack's shares summed to 117 %). Generators resumed by next() make
+        # cycles in cProfile's caller graph, so an ancestor only counts when
+        # its cumulative time can hold the call's.
         counted = set(keys)
-        outer = [k for k in keys if not any(c in counted for c in table_[k][4])]
+        outer = [k for k in keys if not any(j in counted and table_[j][3] >= table_[k][3] for j in _ancestors(table_, k))]
         found[stage] = sum(table_[k][3] for k in outer)
     # The command itself (everything before it is start-up: interpreter, imports, argument parsing).
     found["command"] = sum(v[3] for k, v in table_.items() if k[2] == "cmd_predict" and "napari_unet" in k[0])

@@ -202,9 +202,14 @@ def plot_end_to_end(data: dict, path: Path) -> Path | None:
     x = np.arange(len(records))
     bottom = np.zeros(len(records))
     for stage in stages:
-        share = np.array([100 * r["stages_s"][stage] / max(r["profiled_s"], 1e-9) for r in records])
+        # A stage a run could not measure (None) is left out of its bar, and said so above it.
+        share = np.array([100 * (r["stages_s"].get(stage) or 0.0) / max(r["profiled_s"], 1e-9) for r in records])
         ax.bar(x, share, bottom=bottom, label=stage)
         bottom += share
+    for i, r in enumerate(records):
+        missing = [stage for stage in stages if r["stages_s"].get(stage) is None]
+        if missing:
+            ax.text(i, bottom[i] + 1, "not measured:\n" + "\n".join(missing), ha="center", va="bottom", fontsize=6)
     ax.set_xticks(x, [f"{r['input']}\n{r['mp_per_s']:.2f} MP/s" for r in records], fontsize=8)
     ax.set_ylabel("share of the wall time (%)")
     ax.set_title("napari-unet predict --instances: where the time goes", fontsize=9)
